@@ -1,0 +1,19 @@
+# Every dependency comes from a Debian 12 package (scripts/setup installs them).
+find_package(PostgreSQL REQUIRED)
+find_package(CapnProto CONFIG REQUIRED)
+find_package(absl CONFIG REQUIRED)
+find_package(Threads REQUIRED)
+
+# Standalone Asio ships no CMake package: an interface target over its header directory.
+find_path(FLYPG_ASIO_INCLUDE_DIR asio.hpp REQUIRED)
+add_library(flypg_asio INTERFACE)
+target_include_directories(flypg_asio SYSTEM INTERFACE $<BUILD_INTERFACE:${FLYPG_ASIO_INCLUDE_DIR}>)
+target_compile_definitions(flypg_asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRECATED)
+target_link_libraries(flypg_asio INTERFACE Threads::Threads)
+
+find_program(FLYPG_PG_CONFIG pg_config)
+set(FLYPG_ERRCODES_TXT "/usr/share/postgresql/15/errcodes.txt"
+    CACHE FILEPATH "PostgreSQL's errcodes.txt, source of the SQLSTATE name table")
+if(NOT EXISTS "${FLYPG_ERRCODES_TXT}")
+    message(FATAL_ERROR "FLYPG_ERRCODES_TXT='${FLYPG_ERRCODES_TXT}' does not exist (package postgresql-15)")
+endif()

@@ -1,0 +1,15 @@
+# Applied to every flypg-owned target through flypg_apply_warnings(); never to consumers.
+function(flypg_apply_warnings target)
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wconversion
+                                             -Wno-sign-conversion -Wnon-virtual-dtor
+                                             # g++ 12 false positive inside Asio's awaitable frames.
+                                             -Wno-mismatched-new-delete)
+    if(FLYPG_WERROR)
+        target_compile_options(${target} PRIVATE -Werror)
+    endif()
+endfunction()
+
+if(FLYPG_SANITIZE)
+    add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+    add_link_options(-fsanitize=address,undefined)
+endif()
