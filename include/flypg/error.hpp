@@ -44,6 +44,8 @@ enum class errc {
     transport_error,           ///< The RPC transport failed before the request was sent.
     procedure_error,           ///< A named remote procedure failed.
     use_execute_for_writes,    ///< A write was sent to a read operation on a replica.
+    pipeline_aborted,          ///< Not run: an earlier statement of its pipeline segment failed.
+    busy,                      ///< The connection is already running another operation.
 };
 
 /// Conditions that group codes by what a caller should do.

@@ -71,6 +71,9 @@ public:
             case errc::procedure_error: return "the remote procedure failed";
             case errc::use_execute_for_writes:
                 return "a write was sent to a read operation on a replica; use execute()";
+            case errc::pipeline_aborted:
+                return "not run: an earlier statement in the same pipeline segment failed";
+            case errc::busy: return "the connection is already running another operation";
         }
         return "unknown flypg error " + std::to_string(value);
     }

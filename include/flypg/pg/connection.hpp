@@ -1,0 +1,119 @@
+// One PostgreSQL connection driven by the Asio reactor (libpq's asynchronous API underneath).
+//
+//     asio::awaitable<void> example(asio::any_io_executor ex) {
+//         auto conn = co_await flypg::pg::connection::connect(ex, {.conninfo = "host=127.0.0.1 dbname=app"});
+//         flypg::pg::params args{std::int64_t{1}};
+//         auto r = co_await conn.query("SELECT name FROM users WHERE id = $1", std::move(args));
+//         std::string name = r.at(0).get<std::string>(0);
+//     }
+//
+// Every operation suspends the calling coroutine and never blocks the thread: connecting resolves
+// host names with Asio's resolver (libpq's own resolution would block), and socket readiness comes
+// from the io_context's reactor. A connection runs one operation at a time (a second concurrent one
+// fails with errc::busy); use pg::pool to share connections between coroutines.
+//
+// Failures throw flypg::error: SQL errors carry their SQLSTATE (flypg::sqlstate("23505")) and the
+// server's message, detail and hint; a connection that broke gives errc::connection_lost and every
+// later operation fails at once with errc::not_connected.
+//
+// Cancellation (per-operation, through the awaiting coroutine's cancellation slot; Asio's
+// terminal, partial and total types are all accepted and treated alike): a running statement is
+// cancelled on the server (a CancelRequest on a separate short-lived connection, as libpq's
+// PQcancel sends it), the remaining results are drained, and the operation fails with
+// errc::cancelled; the connection stays usable. If the server does not answer the cancel within
+// `cancel_drain_timeout`, the connection is closed instead. A statement cancelled after it was sent
+// may have run: a cancelled write may or may not have committed.
+#pragma once
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "flypg/pg/param.hpp"
+#include "flypg/pg/result.hpp"
+
+namespace flypg::pg {
+
+/// How to open a connection.
+struct connect_options {
+    /// libpq connection string or URI ("host=... port=... dbname=... user=..." or "postgresql://...").
+    std::string conninfo;
+    /// Statements run once right after connecting, in order, for example
+    /// "SET default_transaction_read_only = on" (flypg's make_connection_read_only!).
+    std::vector<std::string> session_settings;
+    /// Deadline for resolving, connecting, authenticating and the session settings.
+    std::chrono::milliseconds connect_timeout{10'000};
+    /// How long a cancelled or timed-out statement may take to wind down before the connection is
+    /// closed instead of being kept.
+    std::chrono::milliseconds cancel_drain_timeout{2'000};
+};
+
+/// Per-operation options.
+struct query_options {
+    /// Deadline for the whole operation; zero means none. On expiry the statement is cancelled as
+    /// described above and the operation fails with errc::timeout.
+    std::chrono::milliseconds timeout{0};
+};
+
+/// Whether a pipeline segment ends after a statement.
+enum class sync_after {
+    no,   ///< The next statement runs in the same implicit transaction.
+    yes,  ///< A Sync follows: this statement commits (or fails) before the next one starts.
+};
+
+/// One statement of a pipeline.
+struct statement {
+    std::string sql;
+    pg::params params = {};
+    /// A Sync after this statement ends its segment. Statements between two Syncs run as one
+    /// implicit transaction: if one fails, the rest of its segment is skipped
+    /// (errc::pipeline_aborted) and the segment rolls back. The pipeline always ends with a Sync.
+    sync_after sync = sync_after::no;
+};
+
+/// A PostgreSQL connection. Move-only; destroying it closes the connection.
+class connection {
+public:
+    /// Opens a connection. Throws flypg::error: errc::connect_failed (with libpq's message),
+    /// errc::invalid_argument for a malformed conninfo, errc::timeout, or the SQLSTATE of a
+    /// failing session setting.
+    static asio::awaitable<connection> connect(asio::any_io_executor executor, connect_options options);
+
+    connection(connection&&) noexcept;
+    connection& operator=(connection&&) noexcept;
+    ~connection();
+
+    /// Runs one statement with `$1..$n` parameters and returns its rows. Throws flypg::error.
+    asio::awaitable<result> query(std::string sql, params parameters = {}, query_options options = {});
+
+    /// Sends all `statements` in one round trip (libpq pipeline mode) and returns one result per
+    /// statement, in order. SQL failures come back inside the results (result::error()); only
+    /// connection failures, timeouts and cancellation throw.
+    asio::awaitable<std::vector<result>> pipeline(std::vector<statement> statements, query_options options = {});
+
+    /// True while the connection is open and not broken.
+    bool is_open() const noexcept;
+    /// True when the connection is idle outside any transaction block, ready to be reused.
+    bool is_idle() const noexcept;
+    /// Reads whatever the server sent while the connection sat idle (for example the notice of a
+    /// server shutdown) without waiting, and reports whether the connection is still usable.
+    bool check_alive() noexcept;
+    /// The backend's process id (for pg_cancel_backend and logs); 0 when closed.
+    int backend_pid() const noexcept;
+    /// Closes the connection now. Idempotent.
+    void close() noexcept;
+
+    asio::any_io_executor get_executor() const noexcept;
+
+    struct impl;
+
+private:
+    explicit connection(std::unique_ptr<impl> p) noexcept;
+    std::unique_ptr<impl> impl_;
+};
+
+}  // namespace flypg::pg

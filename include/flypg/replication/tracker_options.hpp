@@ -1,0 +1,59 @@
+// Tuning of a replication tracker. Every field has a default; set only what you need:
+//
+//     flypg::replication::tracker_options options{
+//         .poll_floor = std::chrono::microseconds(500),
+//         .replication_timeout = std::chrono::seconds(2),
+//     };
+#pragma once
+
+#include <chrono>
+
+namespace flypg::replication {
+
+/// How the tracker learns that the replica has moved.
+enum class poll_strategy {
+    /// Client-side polling: one short query (`SELECT pg_last_wal_replay_lsn()`) per interval, the
+    /// interval adapting between poll_floor and poll_ceiling. Lowest latency; costs one round
+    /// trip per interval on the replica while anybody waits.
+    poll,
+    /// Server-side long-poll: one call to the function installed by install_long_poll_function(),
+    /// which checks the replay position every long_poll_step on the server and returns as soon as
+    /// it reaches the lowest pending target. Fewer round trips, one backend busy while anybody waits.
+    long_poll,
+};
+
+/// Options of a tracker. Validated by the tracker's constructor (errc::invalid_argument names the
+/// field).
+struct tracker_options {
+    /// Shortest interval between two polls, used while the replay position keeps moving. Bounds the
+    /// polling rate (1/poll_floor queries per second at most) and the added wait latency.
+    std::chrono::microseconds poll_floor{200};
+    /// Longest interval between two polls, reached while the replay position stands still.
+    std::chrono::microseconds poll_ceiling{50'000};
+    /// Factor by which the interval grows after each poll that saw no progress (>= 1).
+    double backoff_factor = 2.0;
+    /// Polls at poll_floor that may see no progress before the interval starts growing. A commit
+    /// usually reaches the replica within a few hundred microseconds; this keeps the first polls of
+    /// a wait fast.
+    unsigned backoff_after_polls = 2;
+
+    /// Default deadline of a wait, counted from the call (fly_postgres' replication_timeout).
+    std::chrono::milliseconds replication_timeout{5'000};
+
+    /// Longest time one query (or one long-poll call beyond its own wait) may take before the
+    /// tracker cancels it and reconnects.
+    std::chrono::milliseconds query_timeout{2'000};
+    /// First delay before reconnecting after a failure; doubles on each failure in a row.
+    std::chrono::milliseconds reconnect_backoff_min{50};
+    /// Upper bound of the reconnect delay.
+    std::chrono::milliseconds reconnect_backoff_max{5'000};
+
+    /// Polling or server-side long-poll (see poll_strategy).
+    poll_strategy strategy = poll_strategy::poll;
+    /// long_poll only: how often the server-side function checks the replay position.
+    std::chrono::microseconds long_poll_step{200};
+    /// long_poll only: longest time one server-side call waits before returning short of its target.
+    std::chrono::milliseconds long_poll_max_wait{1'000};
+};
+
+}  // namespace flypg::replication

@@ -1,0 +1,375 @@
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ip/address.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <utility>
+
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "pg/connection_impl.hpp"
+#include "pg/param_encoding.hpp"
+#include "pg/timeout.hpp"
+
+namespace flypg::pg {
+namespace {
+
+using asio::use_awaitable;
+using asio::experimental::as_tuple;
+using wait_type = asio::posix::stream_descriptor::wait_type;
+
+void ignore_notice(void*, const char*) {}
+
+struct conninfo_deleter {
+    void operator()(PQconninfoOption* o) const noexcept { PQconninfoFree(o); }
+};
+using conninfo_ptr = std::unique_ptr<PQconninfoOption, conninfo_deleter>;
+
+conninfo_ptr parse_conninfo(const std::string& conninfo) {
+    char* message = nullptr;
+    conninfo_ptr options(PQconninfoParse(conninfo.c_str(), &message));
+    if (!options) {
+        std::string why = message != nullptr ? message : "out of memory";
+        PQfreemem(message);
+        while (!why.empty() && why.back() == '\n') why.pop_back();
+        throw_error(errc::invalid_argument, "malformed connection string \"" + conninfo + "\": " + why);
+    }
+    return options;
+}
+
+std::string option_value(const PQconninfoOption* options, std::string_view keyword) {
+    for (const PQconninfoOption* o = options; o->keyword != nullptr; ++o)
+        if (keyword == o->keyword && o->val != nullptr) return o->val;
+    return {};
+}
+
+std::string quote_conninfo_value(std::string_view value) {
+    std::string quoted = "'";
+    for (char c : value) {
+        if (c == '\'' || c == '\\') quoted += '\\';
+        quoted += c;
+    }
+    return quoted + "'";
+}
+
+// libpq resolves host names with a blocking getaddrinfo inside PQconnectStart. Resolve them here
+// with Asio's resolver and hand libpq numeric `hostaddr`s, keeping `host` for TLS and messages.
+asio::awaitable<std::string> resolve_hosts(const std::string& conninfo) {
+    conninfo_ptr options = parse_conninfo(conninfo);
+    const std::string host = option_value(options.get(), "host");
+    if (host.empty() || !option_value(options.get(), "hostaddr").empty()) co_return conninfo;
+    const std::string port = option_value(options.get(), "port");
+    const std::vector<std::string> hosts = absl::StrSplit(host, ',');
+    const std::vector<std::string> ports = absl::StrSplit(port, ',');
+    std::vector<std::string> addresses;
+    asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+        const std::string& name = hosts[i];
+        std::error_code ec;
+        asio::ip::make_address(name, ec);
+        if (!ec || name.empty() || name.front() == '/') {
+            addresses.push_back(name.empty() || name.front() == '/' ? std::string() : name);
+            continue;
+        }
+        const std::string service = ports.size() > i && !ports[i].empty() ? ports[i] : "5432";
+        auto [resolve_ec, endpoints] = co_await resolver.async_resolve(name, service, as_tuple(use_awaitable));
+        if (resolve_ec || endpoints.empty())
+            throw_error(errc::connect_failed,
+                        "could not resolve host \"" + name + "\": " + resolve_ec.message());
+        addresses.push_back(endpoints.begin()->endpoint().address().to_string());
+    }
+    co_return conninfo + " hostaddr=" + quote_conninfo_value(absl::StrJoin(addresses, ","));
+}
+
+std::string libpq_error(PGconn* conn) {
+    std::string message = conn != nullptr ? PQerrorMessage(conn) : "out of memory";
+    while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+    return message;
+}
+
+// Keeps the connection's busy flag set for exactly one operation.
+class operation_scope {
+public:
+    explicit operation_scope(connection::impl& c) : c_(c) { c_.begin_operation(); }
+    ~operation_scope() { c_.busy = false; }
+    operation_scope(const operation_scope&) = delete;
+    operation_scope& operator=(const operation_scope&) = delete;
+
+private:
+    connection::impl& c_;
+};
+
+bool is_cancellation(const std::exception_ptr& e) {
+    try {
+        std::rethrow_exception(e);
+    } catch (const flypg::error& err) {
+        return err.code() == errc::cancelled;
+    } catch (...) {
+        return false;
+    }
+}
+
+}  // namespace
+
+connection::impl::impl(asio::any_io_executor ex, connect_options opts)
+    : executor(std::move(ex)), options(std::move(opts)), socket(executor) {}
+
+connection::impl::~impl() { close(); }
+
+void connection::impl::close() noexcept {
+    if (socket.is_open()) {
+        std::error_code ignored;
+        socket.cancel(ignored);
+        (void)socket.release();
+    }
+    if (cancel_handle != nullptr) PQfreeCancel(cancel_handle);
+    cancel_handle = nullptr;
+    if (conn != nullptr) PQfinish(conn);
+    conn = nullptr;
+    broken = true;
+}
+
+void connection::impl::watch_socket() {
+    if (socket.is_open()) (void)socket.release();
+    const int fd = PQsocket(conn);
+    if (fd < 0) fail_connection("the connection has no socket");
+    socket.assign(fd);
+}
+
+void connection::impl::fail_connection(std::string what) {
+    const std::string message = what + (conn != nullptr ? ": " + libpq_error(conn) : "");
+    close();
+    throw_error(errc::connection_lost, message);
+}
+
+void connection::impl::begin_operation() {
+    if (busy) throw_error(errc::busy, "the connection is already running another operation");
+    if (broken || conn == nullptr || PQstatus(conn) != CONNECTION_OK)
+        throw_error(errc::not_connected, "the connection is closed or broken; open a new one");
+    busy = true;
+}
+
+asio::awaitable<void> connection::impl::establish(std::string conninfo) {
+    conn = PQconnectStart(conninfo.c_str());
+    if (conn == nullptr || PQstatus(conn) == CONNECTION_BAD)
+        throw_error(errc::connect_failed, "could not start connecting: " + libpq_error(conn));
+    // libpq's documented start state: behave as if PQconnectPoll had returned PGRES_POLLING_WRITING.
+    PostgresPollingStatusType state = PGRES_POLLING_WRITING;
+    while (state != PGRES_POLLING_OK) {
+        if (state == PGRES_POLLING_FAILED) throw_error(errc::connect_failed, libpq_error(conn));
+        // The socket can change between polls (several hosts, SSL fallback): watch it afresh.
+        watch_socket();
+        auto [ec] = co_await socket.async_wait(state == PGRES_POLLING_READING ? wait_type::wait_read
+                                                                               : wait_type::wait_write,
+                                               as_tuple(use_awaitable));
+        if (ec == asio::error::operation_aborted) throw_error(errc::cancelled, "connect was cancelled");
+        if (ec) throw_error(errc::connect_failed, "waiting on the connection socket: " + ec.message());
+        state = PQconnectPoll(conn);
+    }
+    watch_socket();
+    if (PQsetnonblocking(conn, 1) != 0) throw_error(errc::connect_failed, libpq_error(conn));
+    PQsetNoticeProcessor(conn, ignore_notice, nullptr);
+    cancel_handle = PQgetCancel(conn);
+    broken = false;
+}
+
+asio::awaitable<void> connection::impl::flush() {
+    for (;;) {
+        const int pending = PQflush(conn);
+        if (pending == 0) co_return;
+        if (pending < 0) fail_connection("sending to the server failed");
+        // The server may be blocked writing results to us while we write: read when readable.
+        using namespace asio::experimental::awaitable_operators;
+        co_await (socket.async_wait(wait_type::wait_write, use_awaitable) ||
+                  socket.async_wait(wait_type::wait_read, use_awaitable));
+        if (PQconsumeInput(conn) == 0) fail_connection("reading from the server failed");
+    }
+}
+
+asio::awaitable<detail::pgresult_ptr> connection::impl::next_result() {
+    while (PQisBusy(conn) != 0) {
+        auto [ec] = co_await socket.async_wait(wait_type::wait_read, as_tuple(use_awaitable));
+        if (ec == asio::error::operation_aborted) throw_error(errc::cancelled, "the operation was cancelled");
+        if (ec) fail_connection("waiting on the connection socket: " + ec.message());
+        if (PQconsumeInput(conn) == 0) fail_connection("the connection to the server was lost");
+    }
+    detail::pgresult_ptr res(PQgetResult(conn));
+    if (!res && PQstatus(conn) == CONNECTION_BAD) fail_connection("the connection to the server was lost");
+    co_return res;
+}
+
+asio::awaitable<result> connection::impl::run_query(const std::string& sql, const params& parameters) {
+    const detail::encoded_params encoded = detail::encode_params(parameters);
+    if (PQsendQueryParams(conn, sql.c_str(), encoded.count(), encoded.types.data(), encoded.values.data(),
+                          encoded.lengths.data(), encoded.formats.data(), 0) == 0)
+        fail_connection("sending the query failed");
+    co_await flush();
+    // One statement gives one result; keep the first failure if a statement yields several.
+    std::shared_ptr<const detail::result_data> kept;
+    while (detail::pgresult_ptr res = co_await next_result()) {
+        auto data = detail::make_result_data(std::move(res));
+        if (!kept || (data->error && !kept->error)) kept = std::move(data);
+    }
+    if (!kept) throw_error(errc::protocol_error, "the server sent no result");
+    if (kept->error == errc::connection_lost) fail_connection(kept->diag.server_message);
+    co_return result(std::move(kept));
+}
+
+asio::awaitable<std::vector<result>> connection::impl::run_pipeline(const std::vector<statement>& statements) {
+    if (PQenterPipelineMode(conn) == 0) fail_connection("entering pipeline mode failed");
+    pending_syncs = 0;
+    for (std::size_t i = 0; i < statements.size(); ++i) {
+        const statement& s = statements[i];
+        // libpq copies the parameters into its output buffer here, so `encoded` may die right after.
+        const detail::encoded_params encoded = detail::encode_params(s.params);
+        if (PQsendQueryParams(conn, s.sql.c_str(), encoded.count(), encoded.types.data(), encoded.values.data(),
+                              encoded.lengths.data(), encoded.formats.data(), 0) == 0)
+            fail_connection("queueing a pipelined statement failed");
+        if (s.sync == sync_after::yes || i + 1 == statements.size()) {
+            if (PQpipelineSync(conn) == 0) fail_connection("queueing a pipeline sync failed");
+            ++pending_syncs;
+        }
+    }
+    co_await flush();
+    std::vector<result> results;
+    results.reserve(statements.size());
+    for (std::size_t i = 0; i < statements.size(); ++i) {
+        std::shared_ptr<const detail::result_data> kept;
+        while (detail::pgresult_ptr res = co_await next_result()) {
+            auto data = detail::make_result_data(std::move(res));
+            if (!kept || (data->error && !kept->error)) kept = std::move(data);
+        }
+        if (!kept) fail_connection("the server sent no result for a pipelined statement");
+        if (kept->error == errc::connection_lost) fail_connection(kept->diag.server_message);
+        results.emplace_back(std::move(kept));
+        if (statements[i].sync == sync_after::yes || i + 1 == statements.size()) {
+            detail::pgresult_ptr sync = co_await next_result();
+            if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC)
+                fail_connection("the pipeline lost its synchronisation");
+            --pending_syncs;
+        }
+    }
+    if (PQexitPipelineMode(conn) == 0) fail_connection("leaving pipeline mode failed");
+    co_return results;
+}
+
+asio::awaitable<void> connection::impl::drain() {
+    if (PQpipelineStatus(conn) == PQ_PIPELINE_OFF) {
+        while (co_await next_result()) {
+        }
+        co_return;
+    }
+    while (pending_syncs > 0) {
+        detail::pgresult_ptr res = co_await next_result();
+        if (res && PQresultStatus(res.get()) == PGRES_PIPELINE_SYNC) --pending_syncs;
+    }
+    if (PQexitPipelineMode(conn) == 0) fail_connection("leaving pipeline mode failed");
+}
+
+asio::awaitable<void> connection::impl::cancel_and_drain() {
+    // The caller's cancellation already fired; clear it so the drain's own waits can run.
+    co_await asio::this_coro::reset_cancellation_state();
+    if (conn == nullptr || broken) co_return;
+    // PQflush may still hold part of the request: the server cannot finish reading it, so the
+    // connection cannot be brought back to a known state. Close it.
+    if (PQflush(conn) != 0 || cancel_handle == nullptr) {
+        close();
+        co_return;
+    }
+    // PQcancel opens a short TCP connection to the already-resolved server address (no DNS) and
+    // sends the CancelRequest; on a LAN that is one round trip. libpq 15 has no async variant.
+    char message[256];
+    if (PQcancel(cancel_handle, message, sizeof message) == 0) {
+        close();
+        co_return;
+    }
+    try {
+        co_await with_timeout(drain(), options.cancel_drain_timeout);
+    } catch (const std::exception&) {
+        close();
+    }
+}
+
+connection::connection(std::unique_ptr<impl> p) noexcept : impl_(std::move(p)) {}
+connection::connection(connection&&) noexcept = default;
+connection& connection::operator=(connection&&) noexcept = default;
+connection::~connection() = default;
+
+asio::awaitable<connection> connection::connect(asio::any_io_executor executor, connect_options options) {
+    auto state = std::make_unique<impl>(executor, options);
+    auto open = [](impl& c) -> asio::awaitable<void> {
+        std::string conninfo = co_await resolve_hosts(c.options.conninfo);
+        co_await c.establish(std::move(conninfo));
+        for (const std::string& setting : c.options.session_settings) {
+            operation_scope scope(c);
+            result r = co_await c.run_query(setting, params());
+            r.throw_if_error();
+        }
+    };
+    co_await with_timeout(open(*state), options.connect_timeout);
+    co_return connection(std::move(state));
+}
+
+asio::awaitable<result> connection::query(std::string sql, params parameters, query_options options) {
+    impl& c = *impl_;
+    operation_scope scope(c);
+    std::exception_ptr failure;
+    try {
+        result r = co_await with_timeout(c.run_query(sql, parameters), options.timeout);
+        r.throw_if_error();
+        co_return r;
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    if (is_cancellation(failure) || is_timeout(failure)) co_await c.cancel_and_drain();
+    std::rethrow_exception(failure);
+}
+
+asio::awaitable<std::vector<result>> connection::pipeline(std::vector<statement> statements, query_options options) {
+    impl& c = *impl_;
+    operation_scope scope(c);
+    if (statements.empty()) co_return std::vector<result>();
+    std::exception_ptr failure;
+    try {
+        co_return co_await with_timeout(c.run_pipeline(statements), options.timeout);
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    if (is_cancellation(failure) || is_timeout(failure)) co_await c.cancel_and_drain();
+    std::rethrow_exception(failure);
+}
+
+bool connection::is_open() const noexcept {
+    return impl_ && impl_->conn != nullptr && !impl_->broken && PQstatus(impl_->conn) == CONNECTION_OK;
+}
+
+bool connection::is_idle() const noexcept {
+    return is_open() && !impl_->busy && PQtransactionStatus(impl_->conn) == PQTRANS_IDLE;
+}
+
+bool connection::check_alive() noexcept {
+    if (!is_open()) return false;
+    if (impl_->busy) return true;
+    // Two reads: the first may return a shutdown notice, the second the end of the stream.
+    for (int i = 0; i < 2; ++i) {
+        if (PQconsumeInput(impl_->conn) == 0 || PQstatus(impl_->conn) != CONNECTION_OK) {
+            impl_->close();
+            return false;
+        }
+        (void)PQisBusy(impl_->conn);  // parses what arrived
+    }
+    return is_open();
+}
+
+int connection::backend_pid() const noexcept { return is_open() ? PQbackendPID(impl_->conn) : 0; }
+
+void connection::close() noexcept {
+    if (impl_) impl_->close();
+}
+
+asio::any_io_executor connection::get_executor() const noexcept { return impl_->executor; }
+
+}  // namespace flypg::pg

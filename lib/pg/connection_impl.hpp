@@ -1,0 +1,52 @@
+// The state behind pg::connection: a libpq connection in non-blocking mode whose socket is
+// watched by the io_context's reactor.
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+
+#include "flypg/pg/connection.hpp"
+#include "pg/result_data.hpp"
+
+namespace flypg::pg {
+
+struct connection::impl {
+    impl(asio::any_io_executor ex, connect_options opts);
+    ~impl();
+    impl(const impl&) = delete;
+    impl& operator=(const impl&) = delete;
+
+    asio::any_io_executor executor;
+    connect_options options;
+    PGconn* conn = nullptr;
+    PGcancel* cancel_handle = nullptr;
+    // Watches libpq's socket; never owns it (libpq closes it in PQfinish).
+    asio::posix::stream_descriptor socket;
+    bool busy = false;
+    bool broken = false;
+    // Syncs sent in pipeline mode whose PGRES_PIPELINE_SYNC has not been read yet.
+    int pending_syncs = 0;
+
+    asio::awaitable<void> establish(std::string conninfo_with_addresses);
+    asio::awaitable<result> run_query(const std::string& sql, const params& parameters);
+    asio::awaitable<std::vector<result>> run_pipeline(const std::vector<statement>& statements);
+
+    /// Marks the operation as started; throws busy / not_connected.
+    void begin_operation();
+    /// Cancels the running statement on the server and reads what is left; closes the connection
+    /// when that does not finish within options.cancel_drain_timeout.
+    asio::awaitable<void> cancel_and_drain();
+
+    asio::awaitable<void> flush();
+    asio::awaitable<detail::pgresult_ptr> next_result();
+    asio::awaitable<void> drain();
+
+    [[noreturn]] void fail_connection(std::string what);
+    void watch_socket();
+    void close() noexcept;
+};
+
+}  // namespace flypg::pg

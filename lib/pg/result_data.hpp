@@ -1,0 +1,37 @@
+// The storage behind pg::result: a libpq PGresult plus the statement's error, if any.
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <cstdint>
+#include <memory>
+#include <system_error>
+
+#include "flypg/error.hpp"
+
+namespace flypg::pg::detail {
+
+struct pgresult_deleter {
+    void operator()(PGresult* r) const noexcept { PQclear(r); }
+};
+using pgresult_ptr = std::unique_ptr<PGresult, pgresult_deleter>;
+
+struct result_data {
+    pgresult_ptr res;  // null for an empty result or a statement that never ran
+    std::error_code error;
+    diagnostics diag;
+    std::int64_t affected_rows = 0;
+};
+
+/// Wraps a libpq result: tuples and commands become rows, errors become error + diagnostics.
+std::shared_ptr<const result_data> make_result_data(pgresult_ptr res);
+
+/// A result for a statement that failed before or without a server answer.
+std::shared_ptr<const result_data> make_error_result(std::error_code ec, std::string library_message);
+
+/// The error a libpq error result stands for: its SQLSTATE, or connection_lost when libpq
+/// produced it locally without one (the connection died).
+std::error_code error_of(const PGresult* res) noexcept;
+diagnostics diagnostics_of(const PGresult* res);
+
+}  // namespace flypg::pg::detail
