@@ -1,0 +1,107 @@
+// KJ's event loop as a guest of an asio::io_context, on the io_context's own thread.
+//
+// Cap'n Proto needs a kj::EventLoop. Rather than giving it a thread of its own (which costs a
+// thread hop per message), the loop is driven from the application's io_context: a custom
+// kj::EventPort posts a "pump" handler whenever KJ has runnable events, and the pump runs a bounded
+// number of KJ turns, then yields back to Asio. No thread is started and io_context::run() is never
+// called here.
+//
+// KJ allows one EventLoop per thread and keeps it in a thread-local, so every node on a thread
+// shares one runtime (for_current_thread()). Every object that touches KJ or capnp must be created,
+// used and destroyed on that thread; a strand is not enough.
+#pragma once
+
+#include <kj/async.h>
+
+#include <asio.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <memory>
+
+namespace flypg::rpc::detail {
+
+/// Base of the pending Asio-awaits-KJ operations (kj_bridge.hpp), so that a runtime being destroyed
+/// can complete them (as cancelled) instead of leaving their handlers dangling.
+class pending_op {
+  public:
+    virtual ~pending_op() = default;
+    /// The runtime is going away: complete the handler (posted) as cancelled.
+    virtual void abandon() noexcept = 0;
+    std::list<std::unique_ptr<pending_op>>::iterator self;
+};
+
+// KJ's interfaces (EventPort, TaskSet::ErrorHandler, ...) have no virtual destructors: they are
+// never deleted through the base.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnon-virtual-dtor"
+class kj_runtime final : public std::enable_shared_from_this<kj_runtime> {
+  public:
+    /// The runtime hosted by `io` on the calling thread, created on first use and shared by every
+    /// node of the thread. Throws flypg::error (invalid_argument) when this thread already hosts a
+    /// runtime for another io_context: KJ allows one event loop per thread.
+    static std::shared_ptr<kj_runtime> for_current_thread(asio::io_context& io);
+
+    /// Prefer for_current_thread(). Must be called on the thread that runs `io`.
+    explicit kj_runtime(asio::io_context& io);
+    ~kj_runtime();
+    kj_runtime(const kj_runtime&) = delete;
+    kj_runtime& operator=(const kj_runtime&) = delete;
+
+    asio::io_context& io() noexcept { return io_; }
+    asio::io_context::executor_type executor() noexcept { return io_.get_executor(); }
+    kj::WaitScope& wait_scope() noexcept { return wait_scope_; }
+
+    /// Detached KJ tasks owned by the runtime (failures are logged, never thrown).
+    kj::TaskSet& tasks() noexcept { return tasks_; }
+
+    /// Registry of pending Asio-awaits-KJ operations; see pending_op.
+    pending_op& add_pending(std::unique_ptr<pending_op> op);
+    void remove_pending(pending_op& op) noexcept;
+
+    /// Maximum KJ turns per pump before yielding to other Asio handlers (timers, sockets).
+    void set_turn_budget(unsigned turns) noexcept { turn_budget_ = turns == 0 ? 1 : turns; }
+
+    /// Counters for tests and benchmarks.
+    std::uint64_t pumps() const noexcept { return pumps_; }
+
+  private:
+    class port final : public kj::EventPort {
+      public:
+        explicit port(kj_runtime& owner) : owner_(owner) {}
+        bool wait() override;
+        bool poll() override;
+        void setRunnable(bool runnable) override;
+        void wake() const override;
+
+        mutable std::atomic<bool> woken{false};
+
+      private:
+        kj_runtime& owner_;
+    };
+
+    class task_error_handler final : public kj::TaskSet::ErrorHandler {
+      public:
+        void taskFailed(kj::Exception&& exception) override;
+    };
+
+    void schedule_pump();
+    void pump() noexcept;
+
+    asio::io_context& io_;
+    // Handlers posted to the io_context may outlive the runtime: they hold this token and check it.
+    std::shared_ptr<kj_runtime*> alive_;
+    port port_;
+    kj::EventLoop loop_;
+    kj::WaitScope wait_scope_;
+    task_error_handler task_errors_;
+    kj::TaskSet tasks_;
+    std::list<std::unique_ptr<pending_op>> pending_;
+    bool pump_scheduled_ = false;
+    unsigned turn_budget_ = 128;
+    std::uint64_t pumps_ = 0;
+};
+#pragma GCC diagnostic pop
+
+}  // namespace flypg::rpc::detail

@@ -1,0 +1,221 @@
+// The KJ guest loop on an io_context and the two bridges between KJ promises and Asio coroutines.
+// No sockets, no sleeps: everything is driven by posted handlers and already-expired timers.
+#include <kj/async.h>
+
+#include <gtest/gtest.h>
+
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
+
+#include "flypg/error.hpp"
+#include "rpc/kj_bridge.hpp"
+#include "rpc/kj_runtime.hpp"
+#include "support/test_support.hpp"
+
+namespace flypg::rpc::detail {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Counts KJ turns: a chain of `remaining` evalLater steps.
+kj::Promise<int> count_down(int remaining, int& turns) {
+    ++turns;
+    if (remaining == 0) return 0;
+    return kj::evalLater([remaining, &turns] { return count_down(remaining - 1, turns); });
+}
+
+// Sets a flag when KJ drops the promise it belongs to.
+class drop_probe {
+  public:
+    drop_probe(kj::PromiseFulfiller<int>&, bool& dropped) : dropped_(dropped) {}
+    ~drop_probe() { dropped_ = true; }
+
+  private:
+    bool& dropped_;
+};
+
+TEST(KjRuntime, RunsKjContinuationsFromTheIoContext) {
+    asio::io_context io;
+    auto rt = kj_runtime::for_current_thread(io);
+    int turns = 0;
+    int result = test::run(io, [&]() -> asio::awaitable<int> {
+        auto outcome = co_await await_kj(*rt, count_down(100, turns));
+        co_return outcome.value.value_or(-1);
+    }());
+    EXPECT_EQ(result, 0);
+    EXPECT_EQ(turns, 101);
+}
+
+TEST(KjRuntime, SharedByNodesOfOneThreadAndRefusesASecondIoContext) {
+    asio::io_context io;
+    auto first = kj_runtime::for_current_thread(io);
+    EXPECT_EQ(kj_runtime::for_current_thread(io), first);
+    asio::io_context other;
+    try {
+        (void)kj_runtime::for_current_thread(other);
+        FAIL() << "a second io_context on one thread must be refused";
+    } catch (const flypg::error& e) {
+        EXPECT_EQ(e.code(), flypg::errc::invalid_argument);
+    }
+}
+
+TEST(KjRuntime, YieldsToAsioHandlersWhileKjHasWork) {
+    asio::io_context io;
+    auto rt = kj_runtime::for_current_thread(io);
+    rt->set_turn_budget(16);
+    int turns = 0;
+    int turns_when_timer_fired = -1;
+    asio::steady_timer expired(io, std::chrono::steady_clock::now());
+    test::run(io, [&]() -> asio::awaitable<void> {
+        // An already-expired timer must fire long before a 10,000-turn KJ chain finishes.
+        expired.async_wait([&](std::error_code) { turns_when_timer_fired = turns; });
+        auto outcome = co_await await_kj(*rt, count_down(10'000, turns));
+        EXPECT_TRUE(outcome.ok());
+    }());
+    EXPECT_EQ(turns, 10'001);
+    EXPECT_GE(turns_when_timer_fired, 0);
+    EXPECT_LT(turns_when_timer_fired, 1'000);
+}
+
+TEST(KjBridge, ReportsARejectedPromiseAsAValue) {
+    asio::io_context io;
+    auto rt = kj_runtime::for_current_thread(io);
+    auto outcome = test::run(io, [&]() -> asio::awaitable<kj_outcome<int>> {
+        co_return co_await await_kj(*rt, kj::Promise<int>(KJ_EXCEPTION(FAILED, "boom")));
+    }());
+    ASSERT_TRUE(outcome.error.has_value());
+    EXPECT_FALSE(outcome.ok());
+    EXPECT_NE(std::string(outcome.error->getDescription().cStr()).find("boom"), std::string::npos);
+}
+
+TEST(KjBridge, AwaitsAVoidPromise) {
+    asio::io_context io;
+    auto rt = kj_runtime::for_current_thread(io);
+    bool ok = test::run(io, [&]() -> asio::awaitable<bool> {
+        auto outcome = co_await await_kj(*rt, kj::evalLater([] {}));
+        co_return outcome.ok();
+    }());
+    EXPECT_TRUE(ok);
+}
+
+TEST(KjBridge, CancellingTheAwaitingCoroutineDropsThePromise) {
+    asio::io_context io;
+    auto rt = kj_runtime::for_current_thread(io);
+    bool dropped = false;
+    asio::cancellation_signal cancel;
+    std::optional<kj_outcome<int>> seen;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<kj_outcome<int>> {
+            co_return co_await await_kj(*rt, kj::newAdaptedPromise<int, drop_probe>(dropped));
+        }(),
+        asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr e, kj_outcome<int> outcome) {
+            EXPECT_FALSE(e);
+            seen.emplace(std::move(outcome));
+        }));
+    io.poll();
+    EXPECT_FALSE(dropped);
+    cancel.emit(asio::cancellation_type::terminal);
+    io.poll();
+    ASSERT_TRUE(seen.has_value());
+    EXPECT_TRUE(seen->cancelled);
+    EXPECT_TRUE(dropped);
+}
+
+TEST(KjBridge, KjAwaitsAnAsioCoroutine) {
+    asio::io_context io;
+    auto rt = kj_runtime::for_current_thread(io);
+    int result = test::run(io, [&]() -> asio::awaitable<int> {
+        auto promise = to_kj(*rt, []() -> asio::awaitable<int> {
+            asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::steady_clock::now());
+            co_await t.async_wait(asio::use_awaitable);
+            co_return 42;
+        }());
+        auto outcome = co_await await_kj(*rt, promise.then([](int v) { return v + 1; }));
+        co_return outcome.value.value_or(-1);
+    }());
+    EXPECT_EQ(result, 43);
+}
+
+TEST(KjBridge, AnExceptionInTheCoroutineRejectsThePromise) {
+    asio::io_context io;
+    auto rt = kj_runtime::for_current_thread(io);
+    auto outcome = test::run(io, [&]() -> asio::awaitable<kj_outcome<int>> {
+        auto promise = to_kj(*rt, []() -> asio::awaitable<int> {
+            throw std::runtime_error("procedure exploded");
+            co_return 1;
+        }());
+        co_return co_await await_kj(*rt, std::move(promise));
+    }());
+    ASSERT_TRUE(outcome.error.has_value());
+    EXPECT_NE(std::string(outcome.error->getDescription().cStr()).find("procedure exploded"),
+              std::string::npos);
+}
+
+TEST(KjBridge, DroppingThePromiseCancelsTheCoroutine) {
+    asio::io_context io;
+    auto rt = kj_runtime::for_current_thread(io);
+    bool started = false;
+    std::error_code seen;
+    {
+        // State reaches the coroutine as parameters: the lambda object dies before it runs.
+        auto promise = to_kj(*rt, [](bool& started_flag, std::error_code& result) -> asio::awaitable<int> {
+            started_flag = true;
+            asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::hours(1));
+            auto [ec] = co_await t.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+            result = ec;
+            co_return 0;
+        }(started, seen));
+        io.poll();
+        EXPECT_TRUE(started);
+    }
+    io.restart();
+    io.poll();
+    EXPECT_EQ(seen, asio::error::operation_aborted);
+}
+
+TEST(KjRuntime, AnotherThreadWakesTheLoopThroughKjExecutor) {
+    asio::io_context io;
+    auto rt = kj_runtime::for_current_thread(io);
+    const kj::Executor& executor = kj::getCurrentThreadExecutor();
+    std::atomic<bool> ran{false};
+    auto guard = asio::make_work_guard(io);
+    std::thread other([&] {
+        // Blocks this thread until the io_context's thread ran the function.
+        executor.executeSync([&] { ran = true; });
+        asio::post(io, [&] { guard.reset(); });
+    });
+    io.run_for(10s);
+    other.join();
+    EXPECT_TRUE(ran);
+}
+
+TEST(KjRuntime, DestroyingTheRuntimeCompletesWaitersAsCancelled) {
+    asio::io_context io;
+    auto rt = kj_runtime::for_current_thread(io);
+    auto paf = kj::newPromiseAndFulfiller<int>();
+    std::optional<kj_outcome<int>> seen;
+    // The promise is a coroutine parameter (copied into the frame), never a lambda capture.
+    asio::co_spawn(
+        io,
+        [&](kj::Promise<int> p) -> asio::awaitable<kj_outcome<int>> {
+            co_return co_await await_kj(*rt, std::move(p));
+        }(std::move(paf.promise)),
+        [&](std::exception_ptr, kj_outcome<int> outcome) { seen.emplace(std::move(outcome)); });
+    io.poll();
+    paf.fulfiller = nullptr;  // would reject; the runtime goes first below
+    rt.reset();
+    io.restart();
+    io.poll();
+    ASSERT_TRUE(seen.has_value());
+    EXPECT_TRUE(seen->cancelled || seen->error.has_value());
+}
+
+}  // namespace
+}  // namespace flypg::rpc::detail
