@@ -107,6 +107,8 @@ bool is_cancellation(const std::exception_ptr& e) {
         std::rethrow_exception(e);
     } catch (const flypg::error& err) {
         return err.code() == errc::cancelled;
+    } catch (const std::system_error& err) {
+        return err.code() == asio::error::operation_aborted;
     } catch (...) {
         return false;
     }
@@ -270,8 +272,6 @@ asio::awaitable<void> connection::impl::drain() {
 }
 
 asio::awaitable<void> connection::impl::cancel_and_drain() {
-    // The caller's cancellation already fired; clear it so the drain's own waits can run.
-    co_await asio::this_coro::reset_cancellation_state();
     if (conn == nullptr || broken) co_return;
     // PQflush may still hold part of the request: the server cannot finish reading it, so the
     // connection cannot be brought back to a known state. Close it.
@@ -313,33 +313,43 @@ asio::awaitable<connection> connection::connect(asio::any_io_executor executor, 
     co_return connection(std::move(state));
 }
 
-asio::awaitable<result> connection::query(std::string sql, params parameters, query_options options) {
-    impl& c = *impl_;
+namespace {
+
+// Runs one operation of a connection. Asio's coroutines throw on every co_await once their
+// caller has been cancelled (throw_if_cancelled), which would stop the cleanup below from
+// cancelling the statement on the server and reading what is left. So that flag is off while
+// the operation runs and restored before returning: the caller sees errc::cancelled, and its own
+// later co_awaits still throw as Asio intends.
+template <class T>
+asio::awaitable<T> run_operation(connection::impl& c, asio::awaitable<T> op, std::chrono::milliseconds timeout) {
     operation_scope scope(c);
+    const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+    co_await asio::this_coro::throw_if_cancelled(false);
+    std::optional<T> value;
     std::exception_ptr failure;
     try {
-        result r = co_await with_timeout(c.run_query(sql, parameters), options.timeout);
-        r.throw_if_error();
-        co_return r;
+        value.emplace(co_await with_timeout(std::move(op), timeout));
     } catch (...) {
         failure = std::current_exception();
     }
-    if (is_cancellation(failure) || is_timeout(failure)) co_await c.cancel_and_drain();
-    std::rethrow_exception(failure);
+    if (failure && (is_cancellation(failure) || is_timeout(failure))) co_await c.cancel_and_drain();
+    co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
+    if (failure && is_cancellation(failure)) throw_error(errc::cancelled, "the statement was cancelled");
+    if (failure) std::rethrow_exception(failure);
+    co_return std::move(*value);
+}
+
+}  // namespace
+
+asio::awaitable<result> connection::query(std::string sql, params parameters, query_options options) {
+    result r = co_await run_operation(*impl_, impl_->run_query(sql, parameters), options.timeout);
+    r.throw_if_error();
+    co_return r;
 }
 
 asio::awaitable<std::vector<result>> connection::pipeline(std::vector<statement> statements, query_options options) {
-    impl& c = *impl_;
-    operation_scope scope(c);
     if (statements.empty()) co_return std::vector<result>();
-    std::exception_ptr failure;
-    try {
-        co_return co_await with_timeout(c.run_pipeline(statements), options.timeout);
-    } catch (...) {
-        failure = std::current_exception();
-    }
-    if (is_cancellation(failure) || is_timeout(failure)) co_await c.cancel_and_drain();
-    std::rethrow_exception(failure);
+    co_return co_await run_operation(*impl_, impl_->run_pipeline(statements), options.timeout);
 }
 
 bool connection::is_open() const noexcept {

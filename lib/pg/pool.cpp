@@ -2,6 +2,7 @@
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
 #include <algorithm>
@@ -142,14 +143,20 @@ asio::awaitable<pooled_connection> pool::acquire() {
     auto [ec] = co_await waiter->timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
     st->remove_waiter(waiter);
     // Check what was handed over before how the wait ended: a hand-over and a cancellation can
-    // meet, and the connection must not be lost.
+    // meet, and neither the connection nor its slot may be lost.
     if (waiter->handed) {
         if (waiter->handed->check_alive()) co_return st->lend(std::move(waiter->handed));
         waiter->handed.reset();
         ++st->counters.discarded;
-        co_return co_await st->open_in_slot();  // keep the dead connection's slot
+        waiter->slot_granted = true;  // keep the dead connection's slot for a new one
     }
-    if (waiter->slot_granted) co_return co_await st->open_in_slot();
+    if (waiter->slot_granted) {
+        const auto state = co_await asio::this_coro::cancellation_state;
+        if (state.cancelled() == asio::cancellation_type::none) co_return co_await st->open_in_slot();
+        --st->open_count;
+        st->grant_slot();
+        throw_error(errc::cancelled, "acquire was cancelled");
+    }
     if (st->closed) throw_error(errc::pool_closed, "the connection pool was closed while waiting");
     if (!ec) {
         ++st->counters.timeouts;
