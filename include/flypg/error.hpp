@@ -86,20 +86,20 @@ enum class origin {
 
 /// Server text kept apart from library text. Server fields come verbatim from PostgreSQL.
 struct diagnostics {
-    std::string server_message;  ///< PostgreSQL's primary message, if any.
-    std::string detail;          ///< PostgreSQL's DETAIL, if any.
-    std::string hint;            ///< PostgreSQL's HINT, if any.
-    std::string library_message; ///< flypg's own explanation (names the bad input, the operation).
+    std::string server_message;   ///< PostgreSQL's primary message, if any.
+    std::string detail;           ///< PostgreSQL's DETAIL, if any.
+    std::string hint;             ///< PostgreSQL's HINT, if any.
+    std::string library_message;  ///< flypg's own explanation (names the bad input, the operation).
     flypg::origin origin = origin::local;
 };
 
 /// What flypg throws with use_awaitable: a std::system_error that also carries diagnostics.
 class error : public std::system_error {
-public:
+  public:
     error(std::error_code ec, diagnostics diag);
     const diagnostics& diag() const noexcept { return diag_; }
 
-private:
+  private:
     diagnostics diag_;
 };
 

@@ -75,7 +75,8 @@ asio::awaitable<std::string> resolve_hosts(const std::string& conninfo) {
             continue;
         }
         const std::string service = ports.size() > i && !ports[i].empty() ? ports[i] : "5432";
-        auto [resolve_ec, endpoints] = co_await resolver.async_resolve(name, service, as_tuple(use_awaitable));
+        auto [resolve_ec, endpoints] =
+            co_await resolver.async_resolve(name, service, as_tuple(use_awaitable));
         if (resolve_ec || endpoints.empty())
             throw_error(errc::connect_failed,
                         "could not resolve host \"" + name + "\": " + resolve_ec.message());
@@ -92,13 +93,13 @@ std::string libpq_error(PGconn* conn) {
 
 // Keeps the connection's busy flag set for exactly one operation.
 class operation_scope {
-public:
+  public:
     explicit operation_scope(connection::impl& c) : c_(c) { c_.begin_operation(); }
     ~operation_scope() { c_.busy = false; }
     operation_scope(const operation_scope&) = delete;
     operation_scope& operator=(const operation_scope&) = delete;
 
-private:
+  private:
     connection::impl& c_;
 };
 
@@ -119,7 +120,9 @@ bool is_cancellation(const std::exception_ptr& e) {
 connection::impl::impl(asio::any_io_executor ex, connect_options opts)
     : executor(std::move(ex)), options(std::move(opts)), socket(executor) {}
 
-connection::impl::~impl() { close(); }
+connection::impl::~impl() {
+    close();
+}
 
 void connection::impl::close() noexcept {
     if (socket.is_open()) {
@@ -164,9 +167,9 @@ asio::awaitable<void> connection::impl::establish(std::string conninfo) {
         if (state == PGRES_POLLING_FAILED) throw_error(errc::connect_failed, libpq_error(conn));
         // The socket can change between polls (several hosts, SSL fallback): watch it afresh.
         watch_socket();
-        auto [ec] = co_await socket.async_wait(state == PGRES_POLLING_READING ? wait_type::wait_read
-                                                                               : wait_type::wait_write,
-                                               as_tuple(use_awaitable));
+        auto [ec] = co_await socket.async_wait(
+            state == PGRES_POLLING_READING ? wait_type::wait_read : wait_type::wait_write,
+            as_tuple(use_awaitable));
         if (ec == asio::error::operation_aborted) throw_error(errc::cancelled, "connect was cancelled");
         if (ec) throw_error(errc::connect_failed, "waiting on the connection socket: " + ec.message());
         state = PQconnectPoll(conn);
@@ -205,8 +208,14 @@ asio::awaitable<detail::pgresult_ptr> connection::impl::next_result() {
 
 asio::awaitable<result> connection::impl::run_query(const std::string& sql, const params& parameters) {
     const detail::encoded_params encoded = detail::encode_params(parameters);
-    if (PQsendQueryParams(conn, sql.c_str(), encoded.count(), encoded.types.data(), encoded.values.data(),
-                          encoded.lengths.data(), encoded.formats.data(), 0) == 0)
+    if (PQsendQueryParams(conn,
+                          sql.c_str(),
+                          encoded.count(),
+                          encoded.types.data(),
+                          encoded.values.data(),
+                          encoded.lengths.data(),
+                          encoded.formats.data(),
+                          0) == 0)
         fail_connection("sending the query failed");
     co_await flush();
     // One statement gives one result; keep the first failure if a statement yields several.
@@ -220,15 +229,22 @@ asio::awaitable<result> connection::impl::run_query(const std::string& sql, cons
     co_return result(std::move(kept));
 }
 
-asio::awaitable<std::vector<result>> connection::impl::run_pipeline(const std::vector<statement>& statements) {
+asio::awaitable<std::vector<result>> connection::impl::run_pipeline(
+    const std::vector<statement>& statements) {
     if (PQenterPipelineMode(conn) == 0) fail_connection("entering pipeline mode failed");
     pending_syncs = 0;
     for (std::size_t i = 0; i < statements.size(); ++i) {
         const statement& s = statements[i];
         // libpq copies the parameters into its output buffer here, so `encoded` may die right after.
         const detail::encoded_params encoded = detail::encode_params(s.params);
-        if (PQsendQueryParams(conn, s.sql.c_str(), encoded.count(), encoded.types.data(), encoded.values.data(),
-                              encoded.lengths.data(), encoded.formats.data(), 0) == 0)
+        if (PQsendQueryParams(conn,
+                              s.sql.c_str(),
+                              encoded.count(),
+                              encoded.types.data(),
+                              encoded.values.data(),
+                              encoded.lengths.data(),
+                              encoded.formats.data(),
+                              0) == 0)
             fail_connection("queueing a pipelined statement failed");
         if (s.sync == sync_after::yes || i + 1 == statements.size()) {
             if (PQpipelineSync(conn) == 0) fail_connection("queueing a pipeline sync failed");
@@ -321,7 +337,9 @@ namespace {
 // the operation runs and restored before returning: the caller sees errc::cancelled, and its own
 // later co_awaits still throw as Asio intends.
 template <class T>
-asio::awaitable<T> run_operation(connection::impl& c, asio::awaitable<T> op, std::chrono::milliseconds timeout) {
+asio::awaitable<T> run_operation(connection::impl& c,
+                                 asio::awaitable<T> op,
+                                 std::chrono::milliseconds timeout) {
     operation_scope scope(c);
     const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
     co_await asio::this_coro::throw_if_cancelled(false);
@@ -347,7 +365,8 @@ asio::awaitable<result> connection::query(std::string sql, params parameters, qu
     co_return r;
 }
 
-asio::awaitable<std::vector<result>> connection::pipeline(std::vector<statement> statements, query_options options) {
+asio::awaitable<std::vector<result>> connection::pipeline(std::vector<statement> statements,
+                                                          query_options options) {
     if (statements.empty()) co_return std::vector<result>();
     co_return co_await run_operation(*impl_, impl_->run_pipeline(statements), options.timeout);
 }
@@ -374,12 +393,16 @@ bool connection::check_alive() noexcept {
     return is_open();
 }
 
-int connection::backend_pid() const noexcept { return is_open() ? PQbackendPID(impl_->conn) : 0; }
+int connection::backend_pid() const noexcept {
+    return is_open() ? PQbackendPID(impl_->conn) : 0;
+}
 
 void connection::close() noexcept {
     if (impl_) impl_->close();
 }
 
-asio::any_io_executor connection::get_executor() const noexcept { return impl_->executor; }
+asio::any_io_executor connection::get_executor() const noexcept {
+    return impl_->executor;
+}
 
 }  // namespace flypg::pg

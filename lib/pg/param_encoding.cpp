@@ -10,17 +10,28 @@ namespace flypg::pg {
 
 std::string type_name(std::uint32_t type_oid) {
     switch (type_oid) {
-        case oid::boolean: return "bool";
-        case oid::bytea: return "bytea";
-        case oid::int8: return "int8";
-        case oid::int2: return "int2";
-        case oid::int4: return "int4";
-        case oid::text: return "text";
-        case oid::oid_type: return "oid";
-        case oid::float4: return "float4";
-        case oid::float8: return "float8";
-        case oid::numeric: return "numeric";
-        default: return "oid " + std::to_string(type_oid);
+        case oid::boolean:
+            return "bool";
+        case oid::bytea:
+            return "bytea";
+        case oid::int8:
+            return "int8";
+        case oid::int2:
+            return "int2";
+        case oid::int4:
+            return "int4";
+        case oid::text:
+            return "text";
+        case oid::oid_type:
+            return "oid";
+        case oid::float4:
+            return "float4";
+        case oid::float8:
+            return "float8";
+        case oid::numeric:
+            return "numeric";
+        default:
+            return "oid " + std::to_string(type_oid);
     }
 }
 
@@ -91,15 +102,17 @@ encoded_params encode_params(const params& values) {
                     append_big_endian(out.storage, std::bit_cast<std::int64_t>(v));
                 } else if constexpr (std::is_same_v<V, std::string>) {
                     if (v.size() >= max_field_size)
-                        throw_error(errc::invalid_argument, "text parameter $" + std::to_string(i + 1) + " is " +
-                                                                std::to_string(v.size()) + " bytes, over 1 GiB");
+                        throw_error(errc::invalid_argument,
+                                    "text parameter $" + std::to_string(i + 1) + " is " +
+                                        std::to_string(v.size()) + " bytes, over 1 GiB");
                     out.types[i] = oid::text;
                     out.values[i] = v.data();
                     out.lengths[i] = static_cast<int>(v.size());
                 } else {
                     if (v.data.size() >= max_field_size)
-                        throw_error(errc::invalid_argument, "bytes parameter $" + std::to_string(i + 1) + " is " +
-                                                                std::to_string(v.data.size()) + " bytes, over 1 GiB");
+                        throw_error(errc::invalid_argument,
+                                    "bytes parameter $" + std::to_string(i + 1) + " is " +
+                                        std::to_string(v.data.size()) + " bytes, over 1 GiB");
                     out.types[i] = oid::bytea;
                     // libpq never reads past length; an empty value still needs a non-null pointer.
                     out.values[i] = v.data.empty() ? "" : reinterpret_cast<const char*>(v.data.data());
@@ -111,8 +124,9 @@ encoded_params encode_params(const params& values) {
     }
     for (const pending_binary& b : binary) {
         out.values[b.index] = out.storage.data() + b.offset;
-        const std::size_t end =
-            (&b == &binary.back()) ? out.storage.size() : binary[static_cast<std::size_t>(&b - binary.data()) + 1].offset;
+        const std::size_t end = (&b == &binary.back())
+                                    ? out.storage.size()
+                                    : binary[static_cast<std::size_t>(&b - binary.data()) + 1].offset;
         out.lengths[b.index] = static_cast<int>(end - b.offset);
     }
     return out;

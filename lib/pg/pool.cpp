@@ -22,7 +22,8 @@ struct pool_waiter {
 };
 
 struct pool_state : std::enable_shared_from_this<pool_state> {
-    pool_state(asio::any_io_executor ex, pool_options opts) : executor(std::move(ex)), options(std::move(opts)) {}
+    pool_state(asio::any_io_executor ex, pool_options opts)
+        : executor(std::move(ex)), options(std::move(opts)) {}
 
     asio::any_io_executor executor;
     pool_options options;
@@ -101,7 +102,8 @@ struct pool_state : std::enable_shared_from_this<pool_state> {
 
 }  // namespace detail
 
-pooled_connection::pooled_connection(std::shared_ptr<detail::pool_state> owner, std::unique_ptr<connection> conn) noexcept
+pooled_connection::pooled_connection(std::shared_ptr<detail::pool_state> owner,
+                                     std::unique_ptr<connection> conn) noexcept
     : owner_(std::move(owner)), conn_(std::move(conn)) {}
 
 pooled_connection::pooled_connection(pooled_connection&&) noexcept = default;
@@ -115,7 +117,9 @@ pooled_connection& pooled_connection::operator=(pooled_connection&& other) noexc
     return *this;
 }
 
-pooled_connection::~pooled_connection() { give_back(); }
+pooled_connection::~pooled_connection() {
+    give_back();
+}
 
 void pooled_connection::give_back() noexcept {
     if (owner_ && conn_) owner_->give_back(std::move(conn_));
@@ -123,11 +127,14 @@ void pooled_connection::give_back() noexcept {
 }
 
 pool::pool(asio::any_io_executor executor, pool_options options) {
-    if (options.max_size == 0) throw_error(errc::invalid_argument, "pool_options.max_size must be at least 1");
+    if (options.max_size == 0)
+        throw_error(errc::invalid_argument, "pool_options.max_size must be at least 1");
     state_ = std::make_shared<detail::pool_state>(std::move(executor), std::move(options));
 }
 
-pool::~pool() { close(); }
+pool::~pool() {
+    close();
+}
 
 asio::awaitable<pooled_connection> pool::acquire() {
     std::shared_ptr<detail::pool_state> st = state_;
@@ -160,9 +167,10 @@ asio::awaitable<pooled_connection> pool::acquire() {
     if (st->closed) throw_error(errc::pool_closed, "the connection pool was closed while waiting");
     if (!ec) {
         ++st->counters.timeouts;
-        throw_error(errc::pool_timeout, "no connection became free within " +
-                                            std::to_string(st->options.acquire_timeout.count()) + " ms (max_size " +
-                                            std::to_string(st->options.max_size) + ")");
+        throw_error(errc::pool_timeout,
+                    "no connection became free within " +
+                        std::to_string(st->options.acquire_timeout.count()) + " ms (max_size " +
+                        std::to_string(st->options.max_size) + ")");
     }
     throw_error(errc::cancelled, "acquire was cancelled");
 }
@@ -172,7 +180,8 @@ asio::awaitable<result> pool::query(std::string sql, params parameters, query_op
     co_return co_await conn->query(std::move(sql), std::move(parameters), options);
 }
 
-asio::awaitable<std::vector<result>> pool::pipeline(std::vector<statement> statements, query_options options) {
+asio::awaitable<std::vector<result>> pool::pipeline(std::vector<statement> statements,
+                                                    query_options options) {
     pooled_connection conn = co_await acquire();
     co_return co_await conn->pipeline(std::move(statements), options);
 }
@@ -185,7 +194,9 @@ pool_stats pool::stats() const noexcept {
     return s;
 }
 
-const pool_options& pool::options() const noexcept { return state_->options; }
+const pool_options& pool::options() const noexcept {
+    return state_->options;
+}
 
 void pool::close() noexcept {
     if (!state_ || state_->closed) return;

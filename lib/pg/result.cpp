@@ -75,7 +75,9 @@ std::shared_ptr<const result_data> make_error_result(std::error_code ec, std::st
 
 namespace {
 
-const PGresult* pg(const detail::result_data* data) noexcept { return data ? data->res.get() : nullptr; }
+const PGresult* pg(const detail::result_data* data) noexcept {
+    return data ? data->res.get() : nullptr;
+}
 
 std::size_t column_count(const detail::result_data* data) noexcept {
     const PGresult* res = pg(data);
@@ -87,9 +89,10 @@ std::string describe_column(const PGresult* res, std::size_t column) {
            std::string(type_name(PQftype(res, static_cast<int>(column)))) + ")";
 }
 
-[[noreturn]] void throw_conversion(errc code, const PGresult* res, std::size_t column, std::string_view target,
-                                   std::string_view why) {
-    throw_error(code, describe_column(res, column) + " read as " + std::string(target) + ": " + std::string(why));
+[[noreturn]] void throw_conversion(
+    errc code, const PGresult* res, std::size_t column, std::string_view target, std::string_view why) {
+    throw_error(code,
+                describe_column(res, column) + " read as " + std::string(target) + ": " + std::string(why));
 }
 
 template <class Int>
@@ -97,11 +100,14 @@ Int parse_integer(const PGresult* res, std::size_t column, std::string_view text
     std::int64_t wide = 0;
     const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), wide);
     if (ec == std::errc::result_out_of_range)
-        throw_conversion(errc::out_of_range, res, column, target, "value " + std::string(text) + " is out of range");
+        throw_conversion(
+            errc::out_of_range, res, column, target, "value " + std::string(text) + " is out of range");
     if (ec != std::errc() || end != text.data() + text.size())
-        throw_conversion(errc::type_mismatch, res, column, target, "value " + std::string(text) + " is not an integer");
+        throw_conversion(
+            errc::type_mismatch, res, column, target, "value " + std::string(text) + " is not an integer");
     if (wide < std::numeric_limits<Int>::min() || wide > std::numeric_limits<Int>::max())
-        throw_conversion(errc::out_of_range, res, column, target, "value " + std::string(text) + " is out of range");
+        throw_conversion(
+            errc::out_of_range, res, column, target, "value " + std::string(text) + " is out of range");
     return static_cast<Int>(wide);
 }
 
@@ -118,12 +124,15 @@ int hex_digit(char c) noexcept {
 
 }  // namespace
 
-std::size_t row::size() const noexcept { return column_count(data_); }
+std::size_t row::size() const noexcept {
+    return column_count(data_);
+}
 
 bool row::is_null(std::size_t column) const {
     if (column >= size())
-        throw_error(errc::column_not_found, "no column " + std::to_string(column) + " in a row of " +
-                                                std::to_string(size()) + " columns");
+        throw_error(
+            errc::column_not_found,
+            "no column " + std::to_string(column) + " in a row of " + std::to_string(size()) + " columns");
     return PQgetisnull(pg(data_), static_cast<int>(index_), static_cast<int>(column)) != 0;
 }
 
@@ -144,7 +153,10 @@ std::size_t row::index_of(std::string_view name) const {
 namespace {
 
 // Returns the non-NULL text of a field, or throws null_value naming the column.
-std::string_view checked_text(const row& r, const PGresult* res, std::size_t column, std::string_view target) {
+std::string_view checked_text(const row& r,
+                              const PGresult* res,
+                              std::size_t column,
+                              std::string_view target) {
     if (r.is_null(column)) throw_conversion(errc::null_value, res, column, target, "the value is NULL");
     return r.text(column);
 }
@@ -200,7 +212,8 @@ void row::decode(std::size_t column, double& out) const {
     } else {
         const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
         if (ec != std::errc() || end != text.data() + text.size())
-            throw_conversion(errc::out_of_range, res, column, "double", "value " + std::string(text) + " does not fit");
+            throw_conversion(
+                errc::out_of_range, res, column, "double", "value " + std::string(text) + " does not fit");
     }
 }
 
@@ -220,7 +233,8 @@ void row::decode(std::size_t column, bytes& out) const {
     for (std::size_t i = 0; i < out.data.size(); ++i) {
         const int high = hex_digit(text[2 + 2 * i]);
         const int low = hex_digit(text[3 + 2 * i]);
-        if (high < 0 || low < 0) throw_conversion(errc::protocol_error, res, column, "bytes", "bad hex digit");
+        if (high < 0 || low < 0)
+            throw_conversion(errc::protocol_error, res, column, "bytes", "bad hex digit");
         out.data[i] = static_cast<std::byte>(high * 16 + low);
     }
 }
@@ -238,7 +252,9 @@ std::size_t result::size() const noexcept {
     return res ? static_cast<std::size_t>(PQntuples(res)) : 0;
 }
 
-std::size_t result::columns() const noexcept { return column_count(data_.get()); }
+std::size_t result::columns() const noexcept {
+    return column_count(data_.get());
+}
 
 std::string_view result::column_name(std::size_t column) const {
     if (column >= columns()) throw_error(errc::column_not_found, "no column " + std::to_string(column));
@@ -256,15 +272,21 @@ std::optional<std::size_t> result::find_column(std::string_view name) const noex
     return std::nullopt;
 }
 
-std::int64_t result::affected_rows() const noexcept { return data_->affected_rows; }
+std::int64_t result::affected_rows() const noexcept {
+    return data_->affected_rows;
+}
 
 std::string_view result::command_tag() const noexcept {
     const PGresult* res = pg(data_.get());
     return res ? PQcmdStatus(const_cast<PGresult*>(res)) : "";
 }
 
-std::error_code result::error() const noexcept { return data_->error; }
-const diagnostics& result::diag() const noexcept { return data_->diag; }
+std::error_code result::error() const noexcept {
+    return data_->error;
+}
+const diagnostics& result::diag() const noexcept {
+    return data_->diag;
+}
 
 void result::throw_if_error() const {
     if (data_->error) throw flypg::error(data_->error, data_->diag);

@@ -60,7 +60,8 @@ asio::awaitable<T> with_timeout(asio::awaitable<T> op, std::chrono::milliseconds
     if (outcome.index() == 1) {
         const auto [ec] = std::get<1>(outcome);
         if (ec) throw_error(errc::cancelled, "the operation was cancelled");
-        throw_error(errc::timeout, "the operation did not finish within " + std::to_string(timeout.count()) + " ms");
+        throw_error(errc::timeout,
+                    "the operation did not finish within " + std::to_string(timeout.count()) + " ms");
     }
     detail::settled<T>& done = std::get<0>(outcome);
     if (done.failure) std::rethrow_exception(done.failure);

@@ -21,7 +21,9 @@ std::string local_conninfo(int port) {
 
 }  // namespace
 
-std::string primary_conninfo() { return env_or("FLYPG_TEST_PRIMARY", local_conninfo(config::cluster_port)); }
+std::string primary_conninfo() {
+    return env_or("FLYPG_TEST_PRIMARY", local_conninfo(config::cluster_port));
+}
 
 std::string replica_conninfo(int index) {
     std::string fallback = local_conninfo(config::cluster_port + index);
@@ -30,8 +32,8 @@ std::string replica_conninfo(int index) {
 }
 
 int pg_cluster(const std::string& arguments) {
-    const std::string command = env_or("FLYPG_TEST_PG_CLUSTER", config::pg_cluster_command) + " " + arguments +
-                                " >/dev/null";
+    const std::string command =
+        env_or("FLYPG_TEST_PG_CLUSTER", config::pg_cluster_command) + " " + arguments + " >/dev/null";
     const int status = std::system(command.c_str());
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

@@ -20,7 +20,9 @@ int pg_cluster(const std::string& arguments);
 /// Runs `task` on `io` until it finishes and returns its value; rethrows its exception. Fails with
 /// an exception when it has not finished within `limit`, so a hang never stalls the suite.
 template <class T>
-T run(asio::io_context& io, asio::awaitable<T> task, std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+T run(asio::io_context& io,
+      asio::awaitable<T> task,
+      std::chrono::milliseconds limit = std::chrono::seconds(60)) {
     std::optional<T> value;
     std::exception_ptr failure;
     bool done = false;
@@ -36,7 +38,8 @@ T run(asio::io_context& io, asio::awaitable<T> task, std::chrono::milliseconds l
     return std::move(*value);
 }
 
-inline void run(asio::io_context& io, asio::awaitable<void> task,
+inline void run(asio::io_context& io,
+                asio::awaitable<void> task,
                 std::chrono::milliseconds limit = std::chrono::seconds(60)) {
     auto wrapped = [](asio::awaitable<void> inner) -> asio::awaitable<bool> {
         co_await std::move(inner);

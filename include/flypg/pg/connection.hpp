@@ -77,7 +77,7 @@ struct statement {
 
 /// A PostgreSQL connection. Move-only; destroying it closes the connection.
 class connection {
-public:
+  public:
     /// Opens a connection. Throws flypg::error: errc::connect_failed (with libpq's message),
     /// errc::invalid_argument for a malformed conninfo, errc::timeout, or the SQLSTATE of a
     /// failing session setting.
@@ -93,7 +93,8 @@ public:
     /// Sends all `statements` in one round trip (libpq pipeline mode) and returns one result per
     /// statement, in order. SQL failures come back inside the results (result::error()); only
     /// connection failures, timeouts and cancellation throw.
-    asio::awaitable<std::vector<result>> pipeline(std::vector<statement> statements, query_options options = {});
+    asio::awaitable<std::vector<result>> pipeline(std::vector<statement> statements,
+                                                  query_options options = {});
 
     /// True while the connection is open and not broken.
     bool is_open() const noexcept;
@@ -111,7 +112,7 @@ public:
 
     struct impl;
 
-private:
+  private:
     explicit connection(std::unique_ptr<impl> p) noexcept;
     std::unique_ptr<impl> impl_;
 };

@@ -35,15 +35,14 @@ struct bytes {
 /// `int` an int4, `std::int64_t` an int8; unsigned values bind the next larger signed type
 /// (an unsigned 64-bit value above INT64_MAX is rejected with errc::out_of_range).
 class param {
-public:
-    using value_type =
-        std::variant<std::nullptr_t, bool, std::int16_t, std::int32_t, std::int64_t, double, std::string, bytes>;
+  public:
+    using value_type = std::
+        variant<std::nullptr_t, bool, std::int16_t, std::int32_t, std::int64_t, double, std::string, bytes>;
 
     param(std::nullptr_t) noexcept : value_(nullptr) {}
     param(bool v) noexcept : value_(v) {}
     template <std::integral I>
-        requires(!std::same_as<I, bool> && !std::same_as<I, char>)
-    param(I v) : value_(from_integer(v)) {}
+    requires(!std::same_as<I, bool> && !std::same_as<I, char>) param(I v) : value_(from_integer(v)) {}
     param(double v) noexcept : value_(v) {}
     param(float v) noexcept : value_(static_cast<double>(v)) {}
     param(std::string v) noexcept : value_(std::move(v)) {}
@@ -60,20 +59,27 @@ public:
     bool is_null() const noexcept { return std::holds_alternative<std::nullptr_t>(value_); }
     friend bool operator==(const param&, const param&) = default;
 
-private:
+  private:
     template <class I>
     static value_type from_integer(I v) {
         if constexpr (std::is_signed_v<I>) {
-            if constexpr (sizeof(I) <= 2) return static_cast<std::int16_t>(v);
-            else if constexpr (sizeof(I) == 4) return static_cast<std::int32_t>(v);
-            else return static_cast<std::int64_t>(v);
+            if constexpr (sizeof(I) <= 2)
+                return static_cast<std::int16_t>(v);
+            else if constexpr (sizeof(I) == 4)
+                return static_cast<std::int32_t>(v);
+            else
+                return static_cast<std::int64_t>(v);
         } else {
-            if constexpr (sizeof(I) == 1) return static_cast<std::int16_t>(v);
-            else if constexpr (sizeof(I) == 2) return static_cast<std::int32_t>(v);
+            if constexpr (sizeof(I) == 1)
+                return static_cast<std::int16_t>(v);
+            else if constexpr (sizeof(I) == 2)
+                return static_cast<std::int32_t>(v);
             else {
-                if (static_cast<std::uint64_t>(v) > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-                    throw_error(errc::out_of_range,
-                                "unsigned parameter " + std::to_string(v) + " does not fit a PostgreSQL int8");
+                if (static_cast<std::uint64_t>(v) >
+                    static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+                    throw_error(
+                        errc::out_of_range,
+                        "unsigned parameter " + std::to_string(v) + " does not fit a PostgreSQL int8");
                 return static_cast<std::int64_t>(v);
             }
         }

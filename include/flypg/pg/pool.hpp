@@ -39,13 +39,13 @@ struct pool_options {
 
 /// A snapshot of the pool's counters.
 struct pool_stats {
-    std::size_t size = 0;           ///< Open connections (idle + in use + opening).
-    std::size_t idle = 0;           ///< Open connections waiting in the pool.
-    std::size_t waiters = 0;        ///< Coroutines waiting in acquire().
-    std::uint64_t acquired = 0;     ///< Successful acquires since start.
-    std::uint64_t opened = 0;       ///< Connections opened since start.
-    std::uint64_t discarded = 0;    ///< Connections closed instead of reused (broken, dirty).
-    std::uint64_t timeouts = 0;     ///< acquire() calls that hit acquire_timeout.
+    std::size_t size = 0;         ///< Open connections (idle + in use + opening).
+    std::size_t idle = 0;         ///< Open connections waiting in the pool.
+    std::size_t waiters = 0;      ///< Coroutines waiting in acquire().
+    std::uint64_t acquired = 0;   ///< Successful acquires since start.
+    std::uint64_t opened = 0;     ///< Connections opened since start.
+    std::uint64_t discarded = 0;  ///< Connections closed instead of reused (broken, dirty).
+    std::uint64_t timeouts = 0;   ///< acquire() calls that hit acquire_timeout.
 };
 
 class pool;
@@ -55,7 +55,7 @@ struct pool_state;
 
 /// A connection borrowed from a pool; gives it back when destroyed. Move-only.
 class pooled_connection {
-public:
+  public:
     pooled_connection(pooled_connection&&) noexcept;
     pooled_connection& operator=(pooled_connection&&) noexcept;
     ~pooled_connection();
@@ -63,7 +63,7 @@ public:
     connection& operator*() const noexcept { return *conn_; }
     connection* operator->() const noexcept { return conn_.get(); }
 
-private:
+  private:
     friend struct detail::pool_state;
     pooled_connection(std::shared_ptr<detail::pool_state> owner, std::unique_ptr<connection> conn) noexcept;
     void give_back() noexcept;
@@ -74,7 +74,7 @@ private:
 
 /// The pool. Destroying it closes idle connections; borrowed ones close when given back.
 class pool {
-public:
+  public:
     /// Throws flypg::error(errc::invalid_argument) when max_size is 0.
     pool(asio::any_io_executor executor, pool_options options);
     ~pool();
@@ -91,7 +91,8 @@ public:
     asio::awaitable<result> query(std::string sql, params parameters = {}, query_options options = {});
 
     /// Borrows a connection and runs a pipeline on it.
-    asio::awaitable<std::vector<result>> pipeline(std::vector<statement> statements, query_options options = {});
+    asio::awaitable<std::vector<result>> pipeline(std::vector<statement> statements,
+                                                  query_options options = {});
 
     pool_stats stats() const noexcept;
     const pool_options& options() const noexcept;
@@ -99,7 +100,7 @@ public:
     /// Closes idle connections and fails current and future acquires with errc::pool_closed.
     void close() noexcept;
 
-private:
+  private:
     std::shared_ptr<detail::pool_state> state_;
 };
 

@@ -41,7 +41,7 @@ class result;
 
 /// One row of a result; cheap to copy, valid while any copy of its result lives.
 class row {
-public:
+  public:
     /// Number of columns.
     std::size_t size() const noexcept;
     /// True when the value at `column` is NULL. Throws errc::column_not_found for a bad index.
@@ -71,7 +71,7 @@ public:
     /// Index of the column named `name`; throws errc::column_not_found naming it.
     std::size_t index_of(std::string_view name) const;
 
-private:
+  private:
     friend class result;
     row(const detail::result_data* data, std::size_t index) noexcept : data_(data), index_(index) {}
 
@@ -91,7 +91,7 @@ private:
 /// or, inside a pipeline, the statement's error. `query()` throws instead of returning an error
 /// result; `pipeline()` returns one result per statement, failed ones included.
 class result {
-public:
+  public:
     /// An empty result with no rows and no columns.
     result();
     ~result();
@@ -129,7 +129,7 @@ public:
     row at(std::size_t index) const;
 
     class iterator {
-    public:
+      public:
         using iterator_category = std::random_access_iterator_tag;
         using value_type = pg::row;
         using difference_type = std::ptrdiff_t;
@@ -140,7 +140,7 @@ public:
         iterator operator++(int) noexcept { return {data_, index_++}; }
         friend bool operator==(const iterator& a, const iterator& b) noexcept { return a.index_ == b.index_; }
 
-    private:
+      private:
         friend class result;
         iterator(const detail::result_data* data, std::size_t index) : data_(data), index_(index) {}
         const detail::result_data* data_ = nullptr;
@@ -153,7 +153,7 @@ public:
     explicit result(std::shared_ptr<const detail::result_data> data) noexcept;
     const detail::result_data& data() const noexcept { return *data_; }
 
-private:
+  private:
     std::shared_ptr<const detail::result_data> data_;
 };
 

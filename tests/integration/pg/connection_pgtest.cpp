@@ -35,7 +35,7 @@ std::error_code error_of(asio::io_context& io, Awaitable task) {
 }
 
 class Connection : public ::testing::Test {
-protected:
+  protected:
     asio::io_context io;
 };
 
@@ -51,7 +51,8 @@ TEST_F(Connection, TypesRoundTrip) {
                       "naïve 'quoted' text",
                       flypg::pg::bytes{{std::byte{0}, std::byte{0x7f}, std::byte{0xff}}}};
         result r = co_await conn.query(
-            "SELECT $1::int4 AS n, $2 AS b, $3 AS s, $4 AS i, $5 AS l, $6 AS d, $7 AS t, $8 AS x", std::move(values));
+            "SELECT $1::int4 AS n, $2 AS b, $3 AS s, $4 AS i, $5 AS l, $6 AS d, $7 AS t, $8 AS x",
+            std::move(values));
         EXPECT_EQ(r.size(), 1u);
         const auto row = r.at(0);
         EXPECT_TRUE(row.is_null("n"));
@@ -203,7 +204,8 @@ TEST_F(Connection, CancellationSlotCancelsAPgSleepMidQuery) {
         // The backend is idle again: the server really stopped the sleep.
         connection observer = co_await open_primary();
         params pid_param{pid};
-        result state = co_await observer.query("SELECT state FROM pg_stat_activity WHERE pid = $1", std::move(pid_param));
+        result state = co_await observer.query("SELECT state FROM pg_stat_activity WHERE pid = $1",
+                                               std::move(pid_param));
         EXPECT_EQ(state[0].get<std::string>(0), "idle");
         result r = co_await conn.query("SELECT 2");
         EXPECT_EQ(r[0].get<std::int32_t>(0), 2);
@@ -266,7 +268,8 @@ TEST_F(Connection, QueryOnABrokenConnectionFailsAtOnce) {
             co_await conn.query("SELECT 1");
             ADD_FAILURE() << "query on a terminated backend succeeded";
         } catch (const flypg::error& e) {
-            EXPECT_TRUE(e.code() == flypg::condition::connection_error || e.code() == flypg::sqlstate("57P01"))
+            EXPECT_TRUE(e.code() == flypg::condition::connection_error ||
+                        e.code() == flypg::sqlstate("57P01"))
                 << e.code().message() << ": " << e.what();
         }
         EXPECT_FALSE(conn.is_open());

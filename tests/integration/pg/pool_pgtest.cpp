@@ -159,7 +159,9 @@ TEST(Pool, RecoversAfterThePrimaryRestarts) {
     pool db(io.get_executor(), primary_pool(4));
     run(io, [&]() -> asio::awaitable<void> {
         using namespace asio::experimental::awaitable_operators;
-        auto warm = [&]() -> asio::awaitable<void> { co_await db.query("SELECT pg_sleep(0.05)"); };
+        auto warm = [&]() -> asio::awaitable<void> {
+            co_await db.query("SELECT pg_sleep(0.05)");
+        };
         co_await (warm() && warm() && warm() && warm());
     }());
     ASSERT_EQ(db.stats().idle, 4u);

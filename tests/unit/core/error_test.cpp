@@ -18,7 +18,9 @@ TEST(Sqlstate, MessageNamesTheCodeAndItsPostgresName) {
     EXPECT_EQ(flypg::sqlstate_name("ZZZZZ"), "");
 }
 
-TEST(Sqlstate, SuccessIsAnEmptyCode) { EXPECT_FALSE(flypg::sqlstate("00000")); }
+TEST(Sqlstate, SuccessIsAnEmptyCode) {
+    EXPECT_FALSE(flypg::sqlstate("00000"));
+}
 
 TEST(Sqlstate, MalformedTextIsInvalidArgument) {
     EXPECT_EQ(flypg::sqlstate("2350"), flypg::errc::invalid_argument);

@@ -34,7 +34,10 @@ result make_result(const std::vector<column_spec>& columns, const std::vector<co
     EXPECT_EQ(PQsetResultAttrs(res.get(), static_cast<int>(attrs.size()), attrs.data()), 1);
     for (std::size_t i = 0; i < cells.size(); ++i) {
         const char* cell = cells[i];
-        EXPECT_EQ(PQsetvalue(res.get(), 0, static_cast<int>(i), const_cast<char*>(cell),
+        EXPECT_EQ(PQsetvalue(res.get(),
+                             0,
+                             static_cast<int>(i),
+                             const_cast<char*>(cell),
                              cell ? static_cast<int>(std::strlen(cell)) : -1),
                   1);
     }
@@ -52,14 +55,15 @@ std::error_code error_of(F&& f) {
 }
 
 TEST(ResultDecoding, ReadsEachSupportedType) {
-    const result r = make_result({{"b", oid::boolean},
-                                  {"s", oid::int2},
-                                  {"i", oid::int4},
-                                  {"l", oid::int8},
-                                  {"d", oid::float8},
-                                  {"t", oid::text},
-                                  {"x", oid::bytea}},
-                                 {"t", "-32768", "2147483647", "-9223372036854775808", "2.5", "hi", "\\x00ff10"});
+    const result r =
+        make_result({{"b", oid::boolean},
+                     {"s", oid::int2},
+                     {"i", oid::int4},
+                     {"l", oid::int8},
+                     {"d", oid::float8},
+                     {"t", oid::text},
+                     {"x", oid::bytea}},
+                    {"t", "-32768", "2147483647", "-9223372036854775808", "2.5", "hi", "\\x00ff10"});
     ASSERT_EQ(r.size(), 1u);
     ASSERT_EQ(r.columns(), 7u);
     const auto row = r.at(0);
@@ -81,8 +85,9 @@ TEST(ResultDecoding, IntegersWidenAndNarrowWithRangeCheck) {
 }
 
 TEST(ResultDecoding, DoublesReadSpecialValuesAndIntegers) {
-    const result r = make_result({{"a", oid::float8}, {"b", oid::float4}, {"c", oid::int4}, {"d", oid::numeric}},
-                                 {"NaN", "-Infinity", "3", "1.25"});
+    const result r =
+        make_result({{"a", oid::float8}, {"b", oid::float4}, {"c", oid::int4}, {"d", oid::numeric}},
+                    {"NaN", "-Infinity", "3", "1.25"});
     EXPECT_TRUE(std::isnan(r[0].get<double>(0)));
     EXPECT_EQ(r[0].get<double>(1), -std::numeric_limits<double>::infinity());
     EXPECT_DOUBLE_EQ(r[0].get<double>(2), 3.0);
