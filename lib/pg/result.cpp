@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <string>
 
 #include "flypg/pg/result.hpp"
@@ -68,6 +69,44 @@ std::shared_ptr<const result_data> make_error_result(std::error_code ec, std::st
     auto data = std::make_shared<result_data>();
     data->error = ec;
     data->diag.library_message = std::move(library_message);
+    return data;
+}
+
+std::shared_ptr<const result_data> make_result_data(
+    const std::vector<column_description>& columns,
+    const std::vector<std::vector<std::optional<std::string>>>& rows,
+    std::int64_t affected_rows) {
+    pgresult_ptr res(PQmakeEmptyPGresult(nullptr, columns.empty() ? PGRES_COMMAND_OK : PGRES_TUPLES_OK));
+    if (!res) throw std::bad_alloc();
+    std::vector<PGresAttDesc> attrs(columns.size());
+    for (std::size_t i = 0; i < columns.size(); ++i) {
+        attrs[i] = PGresAttDesc{};
+        attrs[i].name = const_cast<char*>(columns[i].name.c_str());  // copied by PQsetResultAttrs
+        attrs[i].typid = columns[i].type_oid;
+        attrs[i].typlen = -1;
+        attrs[i].atttypmod = -1;
+    }
+    if (!columns.empty() && PQsetResultAttrs(res.get(), static_cast<int>(attrs.size()), attrs.data()) == 0)
+        throw std::bad_alloc();
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+        if (rows[r].size() != columns.size())
+            throw_error(errc::protocol_error,
+                        "row " + std::to_string(r) + " has " + std::to_string(rows[r].size()) +
+                            " cells for " + std::to_string(columns.size()) + " columns");
+        for (std::size_t c = 0; c < columns.size(); ++c) {
+            const std::optional<std::string>& cell = rows[r][c];
+            // PQsetvalue copies the value; a length of -1 stores NULL.
+            if (PQsetvalue(res.get(),
+                           static_cast<int>(r),
+                           static_cast<int>(c),
+                           cell ? const_cast<char*>(cell->data()) : nullptr,
+                           cell ? static_cast<int>(cell->size()) : -1) == 0)
+                throw std::bad_alloc();
+        }
+    }
+    auto data = std::make_shared<result_data>();
+    data->res = std::move(res);
+    data->affected_rows = affected_rows;
     return data;
 }
 

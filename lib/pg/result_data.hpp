@@ -5,7 +5,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 #include <system_error>
+#include <vector>
 
 #include "flypg/error.hpp"
 
@@ -33,5 +36,22 @@ std::shared_ptr<const result_data> make_error_result(std::error_code ec, std::st
 /// produced it locally without one (the connection died).
 std::error_code error_of(const PGresult* res) noexcept;
 diagnostics diagnostics_of(const PGresult* res);
+
+}  // namespace flypg::pg::detail
+
+namespace flypg::pg::detail {
+
+/// A column of a result built from data that did not come from libpq (an RPC reply).
+struct column_description {
+    std::string name;
+    std::uint32_t type_oid = 0;
+};
+
+/// Builds a result from columns and text cells (std::nullopt is NULL), as libpq would have
+/// returned it, so remote results read exactly like local ones.
+std::shared_ptr<const result_data> make_result_data(
+    const std::vector<column_description>& columns,
+    const std::vector<std::vector<std::optional<std::string>>>& rows,
+    std::int64_t affected_rows);
 
 }  // namespace flypg::pg::detail
