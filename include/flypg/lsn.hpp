@@ -24,7 +24,7 @@ namespace flypg {
 
 /// A WAL position. Regular value type; the default value is 0/0 (PostgreSQL's InvalidXLogRecPtr).
 class lsn {
-public:
+  public:
     constexpr lsn() noexcept = default;
 
     /// The LSN whose 64-bit value is `value` (as `pg_lsn` stores it).
@@ -47,7 +47,7 @@ public:
     friend constexpr auto operator<=>(const lsn&, const lsn&) noexcept = default;
     friend constexpr bool operator==(const lsn&, const lsn&) noexcept = default;
 
-private:
+  private:
     constexpr explicit lsn(std::uint64_t value) noexcept : value_(value) {}
 
     std::uint64_t value_ = 0;

@@ -16,6 +16,7 @@
 #include <asio/awaitable.hpp>
 
 #include <chrono>
+#include <cstdint>
 
 #include "flypg/lsn.hpp"
 
@@ -51,10 +52,12 @@ struct replay_status {
 /// the tracker calls reconnect() (with backoff) before its next read.
 ///
 /// Cancellation: the tracker cancels a read() or wait_past() that outlives its query timeout
-/// (terminal cancellation, through the awaiting coroutine's cancellation slot), then calls
-/// reconnect(). An implementation should stop promptly; it may leave its connection unusable.
+/// (through the awaiting coroutine's cancellation slot, with every cancellation type set), then
+/// calls reconnect(); when run() is stopped, the operation in flight receives the type run() was
+/// stopped with. An implementation should stop promptly on any type; it may leave its connection
+/// unusable.
 class replay_source {
-public:
+  public:
     virtual ~replay_source() = default;
 
     /// The replica's current replay status, with one query.
@@ -62,9 +65,12 @@ public:
 
     /// Long-poll: returns once the replay position is at or past `target`, or after about
     /// `max_wait`, or at once when the server is not replicating, whichever comes first; the result
-    /// is the status at that moment (so it may be short of `target`). The default implementation
-    /// just calls read(): sources without a server-side wait degrade to plain polling.
-    virtual asio::awaitable<replay_status> wait_past(lsn target, std::chrono::microseconds max_wait);
+    /// is the status at that moment (so it may be short of `target`). A server-side implementation
+    /// checks the position every `step`. The default implementation just calls read(): sources
+    /// without a server-side wait degrade to plain polling.
+    virtual asio::awaitable<replay_status> wait_past(lsn target,
+                                                     std::chrono::microseconds max_wait,
+                                                     std::chrono::microseconds step);
 
     /// Drops the current connection, if any, and opens a new one. Also called once when the
     /// tracker starts, so that the first wait finds a connection ready. Throws on failure.

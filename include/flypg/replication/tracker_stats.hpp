@@ -29,8 +29,8 @@ struct latency_histogram {
     /// the last bucket counts everything longer than 2^26 us (about 67 s).
     static constexpr std::size_t bucket_count = 28;
     std::array<std::uint64_t, bucket_count> buckets{};
-    std::uint64_t count = 0;           ///< Number of recorded durations.
-    std::chrono::nanoseconds sum{0};   ///< Sum of recorded durations.
+    std::uint64_t count = 0;          ///< Number of recorded durations.
+    std::chrono::nanoseconds sum{0};  ///< Sum of recorded durations.
 
     /// Inclusive upper bound of bucket `i` in seconds (infinity for the last bucket).
     static constexpr double upper_bound_seconds(std::size_t i) noexcept {
@@ -59,19 +59,19 @@ struct tracker_stats {
     std::size_t waiters = 0;       ///< Waits pending now.
     std::size_t peak_waiters = 0;  ///< Highest number of waits pending at once.
 
-    std::uint64_t waits = 0;       ///< wait_for() calls.
-    std::uint64_t cached = 0;      ///< Waits answered from the cached replay position, without a query.
-    std::uint64_t replayed = 0;    ///< Waits that ended with wait_status::replayed (cached ones included).
+    std::uint64_t waits = 0;     ///< wait_for() calls.
+    std::uint64_t cached = 0;    ///< Waits answered from the cached replay position, without a query.
+    std::uint64_t replayed = 0;  ///< Waits that ended with wait_status::replayed (cached ones included).
     std::uint64_t not_replicating = 0;  ///< Waits that ended with wait_status::not_replicating.
     std::uint64_t timeouts = 0;         ///< Waits that ended in committed_not_replicated.
     std::uint64_t cancellations = 0;    ///< Waits cancelled through their cancellation slot.
     std::uint64_t aborted = 0;          ///< Waits failed because the tracker stopped or was destroyed.
 
-    std::uint64_t polls = 0;                 ///< Queries sent (reads and long-poll calls).
-    std::uint64_t not_replicating_polls = 0; ///< Polls whose answer was "not replicating".
-    std::uint64_t source_failures = 0;       ///< Failed or timed-out queries and reconnects.
-    std::uint64_t reconnects = 0;            ///< Successful (re)connections, the first one included.
-    bool connected = false;                  ///< Whether the replay source is connected now.
+    std::uint64_t polls = 0;                  ///< Queries sent (reads and long-poll calls).
+    std::uint64_t not_replicating_polls = 0;  ///< Polls whose answer was "not replicating".
+    std::uint64_t source_failures = 0;        ///< Failed or timed-out queries and reconnects.
+    std::uint64_t reconnects = 0;             ///< Successful (re)connections, the first one included.
+    bool connected = false;                   ///< Whether the replay source is connected now.
 
     /// Last replay position seen; empty before the first poll, after a connection failure and
     /// while the replica is not replicating.

@@ -41,8 +41,10 @@ struct lsn_wait_result {
 /// committed on the primary; only the replica is behind. The message names the target LSN, the
 /// last replay position seen and the timeout; the accessors give them programmatically.
 class replication_timeout_error : public flypg::error {
-public:
-    replication_timeout_error(lsn target, std::optional<lsn> replay_position, std::chrono::nanoseconds timeout);
+  public:
+    replication_timeout_error(lsn target,
+                              std::optional<lsn> replay_position,
+                              std::chrono::nanoseconds timeout);
 
     /// The LSN that was waited for.
     lsn target() const noexcept { return target_; }
@@ -51,7 +53,7 @@ public:
     /// The timeout that expired.
     std::chrono::nanoseconds timeout() const noexcept { return timeout_; }
 
-private:
+  private:
     lsn target_;
     std::optional<lsn> replay_position_;
     std::chrono::nanoseconds timeout_;

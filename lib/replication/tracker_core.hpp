@@ -1,0 +1,515 @@
+// The replication tracker's engine, a template on its clock so that unit tests drive time by hand
+// (tests/unit/replication) while the library instantiates it with std::chrono::steady_clock.
+//
+// Shape: run() is two loops joined with `&&`:
+//   - the poll loop sleeps on poll_timer_ while nobody waits (zero queries when idle), polls at
+//     once when the first waiter arrives, then every poll_interval while waiters remain, with at
+//     most one query in flight; it reconnects the source with backoff after a failure;
+//   - the expiry loop sleeps on expiry_timer_ until the earliest deadline and fails the waiters
+//     whose deadline passed. It is separate so that deadlines hold even while a query or a
+//     reconnect hangs.
+// Waiters are added and cancelled from any thread (under mutex_); the loops and the timers live on
+// the tracker's executor, which must not run two handlers at once (a strand or a one-thread
+// io_context). add() wakes a sleeping loop by dispatching a timer cancel to that executor.
+#pragma once
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/basic_waitable_timer.hpp>
+#include <asio/cancellation_state.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/dispatch.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/experimental/deferred.hpp>
+#include <asio/experimental/parallel_group.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/wait_traits.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "flypg/error.hpp"
+#include "flypg/lsn.hpp"
+#include "flypg/replication/detail/waiter.hpp"
+#include "flypg/replication/replay_source.hpp"
+#include "flypg/replication/tracker_options.hpp"
+#include "flypg/replication/tracker_stats.hpp"
+#include "flypg/replication/wait_result.hpp"
+#include "replication/poll_interval.hpp"
+#include "replication/waiter_heap.hpp"
+
+namespace flypg::replication::detail {
+
+// Non-template helpers, compiled once in tracker.cpp.
+
+/// Throws flypg::error(errc::invalid_argument) naming the first invalid field.
+void validate(const tracker_options& options);
+/// errc::cancelled: the wait was cancelled through its cancellation slot.
+std::exception_ptr make_cancelled_error(lsn target);
+/// errc::cancelled: the tracker's run() ended, or the tracker was destroyed, with the wait pending.
+std::exception_ptr make_stopped_error(lsn target, bool destroyed);
+/// errc::committed_not_replicated, as replication_timeout_error.
+std::exception_ptr make_timeout_error(lsn target,
+                                      std::optional<lsn> replay_position,
+                                      std::chrono::nanoseconds timeout);
+/// errc::timeout: the replay source did not answer within the query timeout.
+[[noreturn]] void throw_query_timeout(std::chrono::nanoseconds limit);
+/// errc::invalid_argument: run() while run() is already running.
+[[noreturn]] void throw_already_running();
+
+template <class Clock, class WaitTraits = asio::wait_traits<Clock>>
+class tracker_core : public waiter_registry,
+                     public std::enable_shared_from_this<tracker_core<Clock, WaitTraits>> {
+    static_assert(std::is_same_v<typename Clock::duration, std::chrono::nanoseconds>,
+                  "waiters store times as nanoseconds since the clock's epoch");
+
+  public:
+    using clock_type = Clock;
+    using time_point = typename Clock::time_point;
+    using timer_type = asio::basic_waitable_timer<Clock, WaitTraits, asio::any_io_executor>;
+
+    /// Throws flypg::error(errc::invalid_argument) for invalid options or a null source.
+    tracker_core(asio::any_io_executor executor,
+                 std::unique_ptr<replay_source> source,
+                 tracker_options options)
+        : options_((validate(options), options)),
+          interval_(options_.poll_floor,
+                    options_.poll_ceiling,
+                    options_.backoff_factor,
+                    options_.backoff_after_polls),
+          executor_(std::move(executor)),
+          source_(std::move(source)),
+          poll_timer_(executor_),
+          expiry_timer_(executor_),
+          backoff_timer_(executor_) {
+        if (!source_) throw_error(errc::invalid_argument, "tracker: the replay source is null");
+    }
+
+    tracker_core(const tracker_core&) = delete;
+    tracker_core& operator=(const tracker_core&) = delete;
+
+    const asio::any_io_executor& get_executor() const noexcept { return executor_; }
+    const tracker_options& options() const noexcept { return options_; }
+
+    /// See tracker::run(). Keeps the core alive until it returns.
+    asio::awaitable<void> run() {
+        auto self = this->shared_from_this();
+        {
+            std::lock_guard lock(mutex_);
+            if (run_state_ == run_state::running) throw_already_running();
+            if (run_state_ == run_state::destroyed) co_return;
+            run_state_ = run_state::running;
+        }
+        // A long-running service stops on any cancellation type.
+        co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
+        std::exception_ptr failure;
+        try {
+            using namespace asio::experimental::awaitable_operators;
+            co_await (poll_loop() && expiry_loop());
+        } catch (...) {
+            failure = std::current_exception();
+        }
+        const bool was_cancelled = cancelled(co_await asio::this_coro::cancellation_state);
+        const bool destroyed = stop();
+        if (failure && !was_cancelled && !destroyed) std::rethrow_exception(failure);
+    }
+
+    /// Called by the owning tracker's destructor: fails every pending wait and makes run() return
+    /// (after the query in flight, if any).
+    void shutdown() {
+        std::vector<waiter*> pending;
+        {
+            std::lock_guard lock(mutex_);
+            run_state_ = run_state::destroyed;
+            pending = take_all_locked();
+            stats_.aborted += pending.size();
+        }
+        for (waiter* w : pending) w->complete(make_stopped_error(w->target, true), {});
+        asio::dispatch(executor_, [self = this->shared_from_this()] {
+            self->poll_timer_.cancel();
+            self->expiry_timer_.cancel();
+            self->backoff_timer_.cancel();
+        });
+    }
+
+    void add(waiter& w, std::optional<std::chrono::nanoseconds> timeout) override {
+        const time_point now = Clock::now();
+        const std::chrono::nanoseconds now_ns = now.time_since_epoch();
+        const std::chrono::nanoseconds limit =
+            std::max(timeout.value_or(std::chrono::nanoseconds(options_.replication_timeout)),
+                     std::chrono::nanoseconds::zero());
+        w.started = now_ns;
+        w.deadline = limit > std::chrono::nanoseconds::max() - now_ns ? std::chrono::nanoseconds::max()
+                                                                      : now_ns + limit;
+
+        enum class outcome { keep, answer, fail } what = outcome::keep;
+        lsn_wait_result answer;
+        bool kick_poll = false;
+        bool kick_expiry = false;
+        {
+            std::lock_guard lock(mutex_);
+            ++stats_.waits;
+            if (run_state_ == run_state::stopped || run_state_ == run_state::destroyed) {
+                what = outcome::fail;
+                ++stats_.aborted;
+            } else if (cached_ && cached_->state == replay_state::replaying &&
+                       w.target <= cached_->position) {
+                // Already replayed: no query, no wait.
+                what = outcome::answer;
+                answer.replay_position = cached_->position;
+                ++stats_.cached;
+                ++stats_.replayed;
+            } else if (cached_ && cached_->state == replay_state::not_replicating) {
+                what = outcome::answer;
+                answer.status = wait_status::not_replicating;
+                ++stats_.not_replicating;
+            } else {
+                const bool first = by_target_.empty();
+                w.sequence = next_sequence_++;
+                by_target_.push(&w);
+                by_deadline_.push(&w);
+                stats_.waiters = by_target_.size();
+                stats_.peak_waiters = std::max(stats_.peak_waiters, stats_.waiters);
+                if (first) {
+                    // First waiter after an idle spell: poll at once.
+                    interval_.reset();
+                    next_poll_at_ = now;
+                } else if (w.target > highest_target_) {
+                    // A target beyond every earlier one means fresh WAL on the primary: the replica
+                    // is about to move, so stop backing off (never sooner than poll_floor after
+                    // the last poll, which bounds the query rate).
+                    interval_.reset();
+                    next_poll_at_ = std::min(next_poll_at_, last_poll_done_ + interval_.floor());
+                }
+                highest_target_ = std::max(highest_target_, w.target);
+                if (poll_sleeping_ && next_poll_at_ < poll_sleep_until_) {
+                    kick_poll = true;
+                    poll_sleep_until_ = next_poll_at_;
+                }
+                const time_point deadline = from_ns(w.deadline);
+                if (expiry_sleeping_ && deadline < expiry_sleep_until_) {
+                    kick_expiry = true;
+                    expiry_sleep_until_ = deadline;
+                }
+            }
+        }
+        if (what == outcome::fail) {
+            w.complete(make_stopped_error(w.target, false), {});
+        } else if (what == outcome::answer) {
+            w.complete(nullptr, answer);
+        } else if (kick_poll || kick_expiry) {
+            // The loops re-read the shared state when they wake, so a kick only has to end the
+            // current sleep. Dispatched: inline when already on the tracker's executor.
+            asio::dispatch(executor_, [self = this->shared_from_this(), kick_poll, kick_expiry] {
+                if (kick_poll) self->poll_timer_.cancel();
+                if (kick_expiry) self->expiry_timer_.cancel();
+            });
+        }
+    }
+
+    void cancel(waiter& w) noexcept override {
+        {
+            std::lock_guard lock(mutex_);
+            if (!by_target_.contains(&w)) return;  // completion already on its way
+            by_target_.erase(&w);
+            by_deadline_.erase(&w);
+            stats_.waiters = by_target_.size();
+            ++stats_.cancellations;
+        }
+        w.complete(make_cancelled_error(w.target), {});
+    }
+
+    tracker_stats stats() const {
+        std::lock_guard lock(mutex_);
+        return stats_;
+    }
+
+  private:
+    enum class run_state { not_started, running, stopped, destroyed };
+
+    static time_point from_ns(std::chrono::nanoseconds ns) noexcept { return time_point(ns); }
+
+    // Called with mutex_ held.
+    std::vector<waiter*> take_all_locked() {
+        std::vector<waiter*> pending;
+        pending.reserve(by_target_.size());
+        while (!by_target_.empty()) pending.push_back(by_target_.pop());  // in LSN order
+        by_deadline_.take_all();
+        stats_.waiters = 0;
+        return pending;
+    }
+
+    // run() ended: later waits fail at once until run() starts again. Returns whether the
+    // tracker was destroyed.
+    bool stop() {
+        std::vector<waiter*> pending;
+        bool destroyed = false;
+        {
+            std::lock_guard lock(mutex_);
+            destroyed = run_state_ == run_state::destroyed;
+            if (!destroyed) run_state_ = run_state::stopped;
+            pending = take_all_locked();
+            stats_.aborted += pending.size();
+            cached_.reset();
+            stats_.replay_position.reset();
+            stats_.connected = false;
+        }
+        for (waiter* w : pending) w->complete(make_stopped_error(w->target, destroyed), {});
+        return destroyed;
+    }
+
+    bool destroyed() const {
+        std::lock_guard lock(mutex_);
+        return run_state_ == run_state::destroyed;
+    }
+
+    // Used as `cancelled(co_await asio::this_coro::cancellation_state)`: unlike co_await on a
+    // helper awaitable, that does not throw when the coroutine has been cancelled.
+    static bool cancelled(const asio::cancellation_state& state) noexcept {
+        return state.cancelled() != asio::cancellation_type::none;
+    }
+
+    asio::awaitable<void> poll_loop() {
+        co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
+        std::chrono::nanoseconds backoff = options_.reconnect_backoff_min;
+        bool connected = false;
+        for (;;) {
+            if (destroyed()) co_return;
+            if (!connected) {
+                std::exception_ptr failure;
+                try {
+                    co_await source_->reconnect();
+                } catch (...) {
+                    failure = std::current_exception();
+                }
+                if (cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+                if (!failure) {
+                    connected = true;
+                    backoff = options_.reconnect_backoff_min;
+                    on_connected();
+                    continue;
+                }
+                on_source_failure();
+                // Not kickable by add(): new waiters must not shorten the reconnect backoff.
+                backoff_timer_.expires_after(backoff);
+                co_await backoff_timer_.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+                if (cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+                backoff = std::min(backoff * 2, std::chrono::nanoseconds(options_.reconnect_backoff_max));
+                continue;
+            }
+
+            bool poll_now = false;
+            time_point wake = time_point::max();
+            lsn target;
+            {
+                std::lock_guard lock(mutex_);
+                if (run_state_ == run_state::destroyed) co_return;
+                if (!by_target_.empty()) {
+                    if (next_poll_at_ <= Clock::now()) {
+                        poll_now = true;
+                        target = by_target_.top()->target;
+                        ++stats_.polls;
+                    } else {
+                        wake = next_poll_at_;
+                    }
+                }
+                poll_sleeping_ = !poll_now;
+                poll_sleep_until_ = wake;
+            }
+            if (!poll_now) {
+                // Idle (wake == max) or between two polls; add() cancels the wait to wake us early.
+                poll_timer_.expires_at(wake);
+                co_await poll_timer_.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+                {
+                    std::lock_guard lock(mutex_);
+                    poll_sleeping_ = false;
+                }
+                if (cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+                continue;
+            }
+
+            std::exception_ptr failure;
+            replay_status status;
+            try {
+                status = co_await query(target);
+            } catch (...) {
+                failure = std::current_exception();
+            }
+            if (cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+            if (failure) {
+                on_source_failure();
+                connected = false;
+                continue;
+            }
+            apply(status);
+        }
+    }
+
+    // A spawned coroutine accepts only terminal cancellation by default. When run() is stopped
+    // with partial or total cancellation, the group below forwards that type, and the source's
+    // operation must see it too, or the stop would wait for the query to finish.
+    static asio::awaitable<replay_status> accepting_any_cancellation(
+        asio::awaitable<replay_status> operation) {
+        co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
+        co_return co_await std::move(operation);
+    }
+
+    // One read (or long-poll call) bounded by the query timeout, so that a hung connection turns
+    // into a reconnect instead of stalling every waiter until its deadline.
+    asio::awaitable<replay_status> query(lsn target) {
+        const auto executor = co_await asio::this_coro::executor;
+        std::chrono::nanoseconds limit = options_.query_timeout;
+        const bool long_poll = options_.strategy == poll_strategy::long_poll;
+        if (long_poll) limit += options_.long_poll_max_wait;
+        asio::awaitable<replay_status> operation =
+            long_poll ? source_->wait_past(target, options_.long_poll_max_wait, options_.long_poll_step)
+                      : source_->read();
+        timer_type watchdog(executor);
+        watchdog.expires_after(limit);
+        auto [order, read_error, status, watchdog_error] =
+            co_await asio::experimental::make_parallel_group(
+                asio::co_spawn(
+                    executor, accepting_any_cancellation(std::move(operation)), asio::experimental::deferred),
+                watchdog.async_wait(asio::experimental::deferred))
+                .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+        if (order[0] == 1 && !watchdog_error) throw_query_timeout(limit);
+        if (read_error) std::rethrow_exception(read_error);
+        co_return status;
+    }
+
+    void on_connected() {
+        std::lock_guard lock(mutex_);
+        ++stats_.reconnects;
+        stats_.connected = true;
+        // Waiters that arrived while disconnected poll at once.
+        next_poll_at_ = Clock::now();
+    }
+
+    void on_source_failure() {
+        std::lock_guard lock(mutex_);
+        ++stats_.source_failures;
+        stats_.connected = false;
+        // The next connection may reach another server, or this one restarted and is replaying
+        // again from an earlier point: what the old connection saw no longer proves anything.
+        cached_.reset();
+        stats_.replay_position.reset();
+    }
+
+    void apply(const replay_status& status) {
+        ready_.clear();
+        lsn_wait_result result;
+        const time_point now = Clock::now();
+        {
+            std::lock_guard lock(mutex_);
+            if (status.state == replay_state::replaying) {
+                const bool progressed = !cached_ || *cached_ != status;
+                cached_ = status;
+                stats_.replay_position = status.position;
+                result.replay_position = status.position;
+                while (!by_target_.empty() && by_target_.top()->target <= status.position) {
+                    waiter* w = by_target_.pop();
+                    by_deadline_.erase(w);
+                    ready_.push_back(w);
+                    stats_.wait_latency.record(now.time_since_epoch() - w->started);
+                }
+                stats_.replayed += ready_.size();
+                interval_.on_poll(progressed);
+                // A long-poll call already waited on the server: after progress, ask again at
+                // once. Without progress (the server's max wait passed, or a source without a
+                // server-side wait) fall back to the adaptive interval.
+                const bool again_now = options_.strategy == poll_strategy::long_poll && progressed;
+                next_poll_at_ = again_now ? now : now + interval_.current();
+            } else {
+                cached_ = status;
+                stats_.replay_position.reset();
+                ++stats_.not_replicating_polls;
+                result.status = wait_status::not_replicating;
+                while (!by_target_.empty()) {
+                    waiter* w = by_target_.pop();
+                    by_deadline_.erase(w);
+                    ready_.push_back(w);
+                }
+                stats_.not_replicating += ready_.size();
+                next_poll_at_ = now;
+            }
+            last_poll_done_ = now;
+            stats_.waiters = by_target_.size();
+        }
+        // Posted in LSN order, so waiters sharing an executor resume in LSN order.
+        for (waiter* w : ready_) w->complete(nullptr, result);
+    }
+
+    asio::awaitable<void> expiry_loop() {
+        co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
+        for (;;) {
+            expired_.clear();
+            std::optional<lsn> replayed;
+            time_point wake = time_point::max();
+            {
+                std::lock_guard lock(mutex_);
+                if (run_state_ == run_state::destroyed) co_return;
+                const std::chrono::nanoseconds now_ns = Clock::now().time_since_epoch();
+                while (!by_deadline_.empty() && by_deadline_.top()->deadline <= now_ns) {
+                    waiter* w = by_deadline_.pop();
+                    by_target_.erase(w);
+                    expired_.push_back(w);
+                }
+                stats_.timeouts += expired_.size();
+                stats_.waiters = by_target_.size();
+                if (cached_ && cached_->state == replay_state::replaying) replayed = cached_->position;
+                if (!by_deadline_.empty()) wake = from_ns(by_deadline_.top()->deadline);
+                expiry_sleeping_ = true;
+                expiry_sleep_until_ = wake;
+            }
+            for (waiter* w : expired_) {
+                w->complete(make_timeout_error(w->target, replayed, w->deadline - w->started), {});
+            }
+            expiry_timer_.expires_at(wake);
+            co_await expiry_timer_.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+            {
+                std::lock_guard lock(mutex_);
+                expiry_sleeping_ = false;
+            }
+            if (cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+        }
+    }
+
+    const tracker_options options_;
+
+    mutable std::mutex mutex_;
+    // Guarded by mutex_.
+    target_heap by_target_;
+    deadline_heap by_deadline_;
+    std::uint64_t next_sequence_ = 0;
+    run_state run_state_ = run_state::not_started;
+    std::optional<replay_status> cached_;  // last answer of the current connection
+    lsn highest_target_{};
+    poll_interval interval_;
+    time_point next_poll_at_{};
+    time_point last_poll_done_{};
+    bool poll_sleeping_ = false;
+    time_point poll_sleep_until_{};
+    bool expiry_sleeping_ = false;
+    time_point expiry_sleep_until_{};
+    tracker_stats stats_;
+
+    // Used only on the tracker's executor.
+    asio::any_io_executor executor_;
+    std::unique_ptr<replay_source> source_;
+    timer_type poll_timer_;
+    timer_type expiry_timer_;
+    timer_type backoff_timer_;
+    std::vector<waiter*> ready_;
+    std::vector<waiter*> expired_;
+};
+
+}  // namespace flypg::replication::detail
