@@ -1,0 +1,77 @@
+// A TCP proxy that delays every byte by a fixed one-way latency in each direction: the demo's and the
+// tests' stand-in for the distance between two regions (this machine has no netem).
+//
+//     asio::io_context io;
+//     flypg::tools::delay_proxy proxy(io.get_executor(),
+//                                     {.listen = {asio::ip::make_address("127.0.0.1"), 0},
+//                                      .target = {asio::ip::make_address("127.0.0.1"), 5432},
+//                                      .delay = std::chrono::milliseconds(15)});
+//     asio::co_spawn(io, proxy.run(), asio::detached);  // 127.0.0.1:<proxy.local_endpoint().port()>
+//     io.run();
+//
+// Each chunk read from one side is stamped with its read time and written to the other side at
+// read time + delay, so a 15 ms delay gives a 30 ms round trip while many chunks are in flight at once
+// (throughput is not limited to one chunk per delay). Byte order is kept per direction. An orderly
+// close (FIN) travels with the same delay and becomes a half-close on the other side; a reset or a
+// read error travels the same way and becomes a reset (SO_LINGER 0). The TCP handshake itself is not
+// delayed: connecting to the proxy completes at once, and the proxy connects to the target only then.
+//
+// Everything runs on the given executor (one thread). Connections own their state and outlive
+// close() and the proxy object; they end when both directions have finished.
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace flypg::tools {
+
+struct delay_proxy_options {
+    asio::ip::tcp::endpoint listen;   ///< Port 0 picks a free port (see local_endpoint()).
+    asio::ip::tcp::endpoint target;   ///< Where each accepted connection is forwarded.
+    std::chrono::microseconds delay;  ///< One-way delay, applied to each direction.
+    /// Bytes read but not yet written, per direction, before the proxy stops reading that side
+    /// (back pressure). One chunk may exceed it.
+    std::size_t max_buffered_bytes = 16 * 1024 * 1024;
+};
+
+/// Counters shared with the connections (they may outlive the proxy).
+struct delay_proxy_stats {
+    std::uint64_t accepted = 0;          ///< Connections accepted.
+    std::uint64_t active = 0;            ///< Connections not yet finished.
+    std::uint64_t connect_failures = 0;  ///< Connections whose target could not be reached.
+    std::uint64_t bytes_to_target = 0;   ///< Bytes written to targets.
+    std::uint64_t bytes_to_client = 0;   ///< Bytes written back to clients.
+};
+
+class delay_proxy {
+  public:
+    /// Binds and listens at once, so the port is known and clients may connect before run().
+    /// @throws std::system_error when the address cannot be bound.
+    delay_proxy(asio::any_io_executor executor, delay_proxy_options options);
+
+    delay_proxy(const delay_proxy&) = delete;
+    delay_proxy& operator=(const delay_proxy&) = delete;
+
+    /// The bound address (with the chosen port when listen's port was 0).
+    asio::ip::tcp::endpoint local_endpoint() const;
+
+    /// Accepts connections until close() or cancellation; each runs on its own until it ends.
+    asio::awaitable<void> run();
+
+    /// Stops accepting. Open connections carry on.
+    void close();
+
+    const delay_proxy_stats& stats() const noexcept { return *stats_; }
+
+  private:
+    asio::ip::tcp::acceptor acceptor_;
+    delay_proxy_options options_;
+    std::shared_ptr<delay_proxy_stats> stats_;
+};
+
+}  // namespace flypg::tools
