@@ -1,0 +1,54 @@
+// Writes on the primary that return the LSN a replica must replay before it shows them.
+//
+//     std::vector<flypg::pg::statement> writes(1);
+//     writes[0].sql = "INSERT INTO notes (body) VALUES ($1)";
+//     writes[0].params.emplace_back(body);
+//     flypg::replication::committed_write done =
+//         co_await flypg::replication::commit_with_lsn(primary, std::move(writes));
+//     co_await tracker.wait_for(done.commit_lsn);  // on the replica's side
+//
+// Which LSN: the primary's WAL flush position, read in the same session right after COMMIT
+// returned. A synchronous commit returns only once its commit record is flushed, so that position
+// is at or past the end of the commit record; and every flushed byte is streamed to the replicas,
+// so a replica always gets there. The raw insert position (pg_current_wal_insert_lsn(), which
+// fly_postgres used) is not safe: when a commit record ends exactly on an 8 KiB page boundary it
+// points 24 bytes past it, at a page header no replica replays until more WAL arrives; on an idle
+// primary a wait for it hangs until its timeout.
+#pragma once
+
+#include <asio/awaitable.hpp>
+
+#include <string_view>
+#include <vector>
+
+#include "flypg/lsn.hpp"
+#include "flypg/pg/connection.hpp"
+#include "flypg/pg/result.hpp"
+
+namespace flypg::replication {
+
+/// The SQL that reads the commit LSN, to run in the same session right after COMMIT returned
+/// (with synchronous_commit other than `off`, as commit_with_lsn() ensures).
+inline constexpr std::string_view commit_lsn_sql = "SELECT pg_current_wal_flush_lsn()::text";
+
+/// What commit_with_lsn() returns.
+struct committed_write {
+    std::vector<pg::result> results;  ///< One per statement given, in order.
+    lsn commit_lsn;                   ///< Wait for this on a replica to read the writes there.
+};
+
+/// Runs `statements` on `primary` as one transaction and reads its commit LSN, all in one round
+/// trip: one pipeline whose first segment holds the statements (one implicit transaction,
+/// committed by the Sync after the last one) and whose second segment reads commit_lsn_sql. If
+/// the session's synchronous_commit is `off`, this transaction commits with `local` instead, so the
+/// LSN read after it is never short of its commit record. The statements must not contain
+/// transaction control of their own (BEGIN, COMMIT, ...).
+///
+/// Throws flypg::error: the error of the first failed statement (the transaction then rolled back,
+/// nothing was written, and the session is ready for more), or a connection failure, timeout or
+/// cancellation from the client. After a connection failure or a cancellation during the round
+/// trip the transaction may or may not have committed: treat such failures as "may have run".
+asio::awaitable<committed_write> commit_with_lsn(pg::connection& primary,
+                                                 std::vector<pg::statement> statements);
+
+}  // namespace flypg::replication
