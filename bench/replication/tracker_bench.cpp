@@ -442,8 +442,8 @@ asio::awaitable<void> polls_part(asio::any_io_executor ex) {
                 for (int i = 0; i < waiters; ++i) {
                     t.wait_for(far, length + 1s, [](std::exception_ptr, replication::lsn_wait_result) {});
                 }
-                // Let the first polls (and the backoff) settle before counting.
-                asio::steady_timer pause(ex, 200ms);
+                // Let the first polls (and the backoff, to its ceiling) settle before counting.
+                asio::steady_timer pause(ex, 500ms);
                 co_await pause.async_wait(asio::use_awaitable);
                 const auto polls_before = t.stats().polls;
                 const auto start = clock_type::now();

@@ -18,7 +18,10 @@ enum class poll_strategy {
     poll,
     /// Server-side long-poll: one call to the function installed by install_long_poll_function(),
     /// which checks the replay position every long_poll_step on the server and returns as soon as
-    /// it reaches the lowest pending target. Fewer round trips, one backend busy while anybody waits.
+    /// it reaches the lowest pending target. Fewer round trips while a replica lags; one backend
+    /// busy while anybody waits, and its query holds a snapshot that can delay the replay of
+    /// conflicting cleanup records by up to long_poll_max_wait (hot standby conflict handling).
+    /// A wait registered during a call for a lower target than the call's waits for that call.
     long_poll,
 };
 
@@ -50,7 +53,9 @@ struct tracker_options {
 
     /// Polling or server-side long-poll (see poll_strategy).
     poll_strategy strategy = poll_strategy::poll;
-    /// long_poll only: how often the server-side function checks the replay position.
+    /// long_poll only: how often the server-side function checks the replay position. PostgreSQL's
+    /// pg_sleep() rounds up to whole milliseconds: any step below 1 ms sleeps about 1.1 ms (measured
+    /// here), which bounds what the long-poll adds to a wait.
     std::chrono::microseconds long_poll_step{200};
     /// long_poll only: longest time one server-side call waits before returning short of its target.
     std::chrono::milliseconds long_poll_max_wait{1'000};

@@ -13,6 +13,7 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
 
+#include <cmath>
 #include <future>
 #include <memory>
 #include <string>

@@ -123,14 +123,21 @@ class waiter_op final : public waiter {
     ~waiter_op() override = default;  // public for allocator_traits::destroy; use complete()
 
   private:
-    struct cancel_hook {
-        waiter_op* op;
+    class cancel_hook {
+      public:
+        // A constructor, not an aggregate: slot.emplace() initializes with parentheses, which
+        // compilers without C++20 parenthesized aggregate init (clang 14) reject.
+        explicit cancel_hook(waiter_op* op) noexcept : op_(op) {}
+
         void operator()(asio::cancellation_type_t type) const {
             // A wait has no side effects: terminal, partial and total cancellation all apply.
             constexpr auto supported = asio::cancellation_type::terminal | asio::cancellation_type::partial |
                                        asio::cancellation_type::total;
-            if ((type & supported) != asio::cancellation_type::none) op->registry_->cancel(*op);
+            if ((type & supported) != asio::cancellation_type::none) op_->registry_->cancel(*op_);
         }
+
+      private:
+        waiter_op* op_;
     };
 
     // Posted to the handler's executor. If the executor is destroyed without running it, its
