@@ -61,6 +61,7 @@ class delay_proxy {
     asio::ip::tcp::endpoint local_endpoint() const;
 
     /// Accepts connections until close() or cancellation; each runs on its own until it ends.
+    /// The proxy must outlive run(); the connections need not.
     asio::awaitable<void> run();
 
     /// Stops accepting. Open connections carry on.
