@@ -176,7 +176,12 @@ class tracker_core : public waiter_registry,
                 const bool first = by_target_.empty();
                 w.sequence = next_sequence_++;
                 by_target_.push(&w);
-                by_deadline_.push(&w);
+                try {
+                    by_deadline_.push(&w);
+                } catch (...) {
+                    by_target_.erase(&w);  // out of memory: leave both heaps as they were
+                    throw;
+                }
                 stats_.waiters = by_target_.size();
                 stats_.peak_waiters = std::max(stats_.peak_waiters, stats_.waiters);
                 if (first) {

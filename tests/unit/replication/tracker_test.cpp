@@ -704,6 +704,30 @@ TEST_F(LsnTracker, StatsRecordWaitsPollsAndLatency) {
     EXPECT_TRUE(s.connected);
 }
 
+TEST(WaitInitiation, RegistryFailureFailsTheInitiationWithoutLeakingTheWait) {
+    struct failing_registry final : replication::detail::waiter_registry {
+        void add(replication::detail::waiter&, std::optional<std::chrono::nanoseconds>) override {
+            throw std::bad_alloc();
+        }
+        void cancel(replication::detail::waiter&) noexcept override {}
+    };
+    asio::io_context io;
+    asio::cancellation_signal cancel;
+    bool called = false;
+    auto handler = asio::bind_cancellation_slot(cancel.slot(),
+                                                [&](std::exception_ptr, lsn_wait_result) { called = true; });
+    EXPECT_THROW(
+        (asio::async_initiate<decltype(handler), replication::detail::wait_signature>(
+            replication::detail::initiate_wait(std::make_shared<failing_registry>(), io.get_executor()),
+            handler,
+            at(1),
+            std::nullopt)),
+        std::bad_alloc);
+    EXPECT_FALSE(cancel.slot().has_handler()) << "the slot still points at the freed wait";
+    io.poll();
+    EXPECT_FALSE(called);
+}
+
 TEST(LatencyHistogram, BucketsArePowersOfTwoMicroseconds) {
     using replication::latency_histogram;
     EXPECT_EQ(latency_histogram::bucket_of(0ns), 0u);

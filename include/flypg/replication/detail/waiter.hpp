@@ -61,7 +61,8 @@ class waiter_registry {
 
     /// Takes a new waiter: completes it at once (answered from the cache, or the tracker has
     /// stopped) or keeps it until its target is replayed, its deadline passes or it is cancelled.
-    /// `timeout` empty means the tracker's default replication_timeout.
+    /// `timeout` empty means the tracker's default replication_timeout. If it throws (out of
+    /// memory), it has not kept the waiter.
     virtual void add(waiter& w, std::optional<std::chrono::nanoseconds> timeout) = 0;
 
     /// Called by a waiter's cancellation slot: completes it with errc::cancelled if it is still
@@ -110,7 +111,11 @@ class waiter_op final : public waiter {
         if (slot.is_connected()) slot.template emplace<cancel_hook>(this);
     }
 
-    waiter_registry& registry() noexcept { return *registry_; }
+    /// Frees a waiter that never reached the registry (its add() threw); never completes it.
+    void abandon() noexcept {
+        asio::get_associated_cancellation_slot(handler_).clear();
+        destroy(this);
+    }
 
     void complete(std::exception_ptr error, lsn_wait_result result) override {
         // The op stays alive until the posted completion runs on the handler's executor: a
@@ -201,7 +206,12 @@ class initiate_wait {
             waiter_op<std::decay_t<Handler>>::create(std::forward<Handler>(handler), executor_, registry_);
         op->target = target;
         op->connect_cancellation();
-        registry_->add(*op, timeout);
+        try {
+            registry_->add(*op, timeout);
+        } catch (...) {
+            op->abandon();  // out of memory in the registry: the initiation itself fails
+            throw;
+        }
     }
 
   private:
