@@ -5,19 +5,22 @@
 // wait on it; whatever their number, at most one query is in flight, each answer resumes every
 // wait it covers, and nothing is sent to the replica while nobody waits.
 //
+//     #include "flypg/replication/pg_replay_source.hpp"
+//
 //     asio::io_context io;
-//     flypg::replication::tracker tracker(io.get_executor(),
-//                                         flypg::replication::make_pg_replay_source(io.get_executor(), {
-//                                             .conninfo = "host=replica dbname=app"}));
+//     flypg::replication::pg_replay_source_options replica;
+//     replica.connect.conninfo = "host=replica dbname=app";
+//     flypg::replication::tracker tracker(
+//         io.get_executor(), flypg::replication::make_pg_replay_source(io.get_executor(), replica));
 //     asio::cancellation_signal stop;
 //     asio::co_spawn(io, tracker.run(), asio::bind_cancellation_slot(stop.slot(), asio::detached));
 //
-//     asio::awaitable<void> handler(flypg::replication::tracker& tracker, flypg::lsn commit) {
-//         auto result = co_await tracker.wait_for(commit);  // throws replication_timeout_error
-//         // ... read from the replica: it has the write ...
-//     }
+//     // In a request handler, after a write on the primary returned its commit LSN
+//     // (see commit_lsn.hpp):
+//     auto result = co_await tracker.wait_for(commit);  // may throw replication_timeout_error
+//     // ... read from the replica: it has the write ...
 //
-//     stop.emit(asio::cancellation_type::terminal);  // at shutdown
+//     stop.emit(asio::cancellation_type::terminal);  // at shutdown: run() returns
 //
 // Threads: wait_for() and stats() may be called from any thread; waits complete on their own
 // handler's executor. run(), the constructor and the destructor belong to the tracker's executor,
@@ -98,7 +101,8 @@ class tracker {
     ///
     /// Cancellation: terminal, partial and total are all supported, since a wait has no side
     /// effects: the wait is removed at once and completes with errc::cancelled; it is never
-    /// resumed again.
+    /// resumed again. (An awaiting coroutine passes on only terminal cancellation unless it resets
+    /// its cancellation state; `co_await (tracker.wait_for(l) || timer.async_wait(...))` works.)
     ///
     /// The handler runs on its associated executor (default: the tracker's), never inline. Waits
     /// covered by the same poll are completed in LSN order, FIFO among equal LSNs.
