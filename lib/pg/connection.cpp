@@ -35,7 +35,8 @@ conninfo_ptr parse_conninfo(const std::string& conninfo) {
         std::string why = message != nullptr ? message : "out of memory";
         PQfreemem(message);
         while (!why.empty() && why.back() == '\n') why.pop_back();
-        throw_error(errc::invalid_argument, "malformed connection string \"" + conninfo + "\": " + why);
+        // libpq's message names the bad part; the string itself may hold a password, so it stays out.
+        throw_error(errc::invalid_argument, "malformed connection string: " + why);
     }
     return options;
 }
@@ -53,6 +54,20 @@ std::string quote_conninfo_value(std::string_view value) {
         quoted += c;
     }
     return quoted + "'";
+}
+
+// The parsed options in keyword/value form, whichever form (URI or keywords) they came in, so
+// more keywords can be appended.
+std::string to_keyword_form(const PQconninfoOption* options) {
+    std::string out;
+    for (const PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+        if (o->val == nullptr) continue;
+        if (!out.empty()) out += ' ';
+        out += o->keyword;
+        out += '=';
+        out += quote_conninfo_value(o->val);
+    }
+    return out;
 }
 
 // libpq resolves host names with a blocking getaddrinfo inside PQconnectStart. Resolve them here
@@ -82,7 +97,8 @@ asio::awaitable<std::string> resolve_hosts(const std::string& conninfo) {
                         "could not resolve host \"" + name + "\": " + resolve_ec.message());
         addresses.push_back(endpoints.begin()->endpoint().address().to_string());
     }
-    co_return conninfo + " hostaddr=" + quote_conninfo_value(absl::StrJoin(addresses, ","));
+    co_return to_keyword_form(options.get()) +
+        " hostaddr=" + quote_conninfo_value(absl::StrJoin(addresses, ","));
 }
 
 std::string libpq_error(PGconn* conn) {

@@ -17,8 +17,9 @@ std::string replica_conninfo(int index = 1);
 /// Runs scripts/pg-cluster with `arguments` (for example "delay 1 300"); returns its exit status.
 int pg_cluster(const std::string& arguments);
 
-/// Runs `task` on `io` until it finishes and returns its value; rethrows its exception. Fails with
-/// an exception when it has not finished within `limit`, so a hang never stalls the suite.
+/// Runs `task` on `io` until it finishes and returns its value; rethrows its exception. Other work
+/// on `io` (a node, a tracker) runs alongside and stays pending when the task finishes. Fails with
+/// an exception when the task has not finished within `limit`, so a hang never stalls the suite.
 template <class T>
 T run(asio::io_context& io,
       asio::awaitable<T> task,
@@ -32,7 +33,10 @@ T run(asio::io_context& io,
         done = true;
     });
     io.restart();
-    io.run_for(limit);
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!done && std::chrono::steady_clock::now() < deadline) {
+        if (io.run_one_until(deadline) == 0 && io.stopped()) io.restart();
+    }
     if (!done) throw std::runtime_error("test coroutine did not finish in time");
     if (failure) std::rethrow_exception(failure);
     return std::move(*value);

@@ -258,6 +258,22 @@ TEST_F(Connection, HostNamesAreResolvedWithoutBlocking) {
     }());
 }
 
+TEST_F(Connection, AcceptsUrisWithNamedAndNumericHosts) {
+    run(io, []() -> asio::awaitable<void> {
+        // The port of the test primary, from its keyword/value connection string.
+        const std::string primary = flypg::test::primary_conninfo();
+        const auto at = primary.find("port=") + 5;
+        const std::string port = primary.substr(at, primary.find(' ', at) - at);
+        for (const std::string host : {"localhost", "127.0.0.1"}) {
+            flypg::pg::connect_options options;
+            options.conninfo = "postgresql://flypg@" + host + ":" + port + "/flypg?application_name=uri_test";
+            connection conn = co_await connection::connect(co_await asio::this_coro::executor, options);
+            result r = co_await conn.query("SELECT current_setting('application_name')");
+            EXPECT_EQ(r[0].get<std::string>(0), "uri_test");
+        }
+    }());
+}
+
 TEST_F(Connection, QueryOnABrokenConnectionFailsAtOnce) {
     run(io, []() -> asio::awaitable<void> {
         connection conn = co_await open_primary();
