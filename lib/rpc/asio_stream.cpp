@@ -4,193 +4,337 @@
 
 #include <kj/debug.h>
 
+#include <algorithm>
+#include <cstring>
 #include <utility>
-#include <vector>
+
+#include "rpc/kj_runtime.hpp"
 
 namespace flypg::rpc::detail {
+
+struct buffered_read {
+    kj::PromiseFulfiller<size_t>* fulfiller = nullptr;
+    std::uint8_t* out = nullptr;
+    std::size_t have = 0;
+    std::size_t min = 0;
+    std::size_t max = 0;
+};
+
 namespace {
 
-kj::Exception to_kj(const std::error_code& ec, const char* what) {
+using shared_state = asio_stream::shared_state;
+
+kj::Exception disconnected(const std::error_code& ec, const char* what) {
     // Cap'n Proto treats DISCONNECTED as "the connection is gone", which is what every socket error
     // means for a TwoPartyVatNetwork.
     return kj::Exception(
         kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__, kj::str(what, ": ", ec.message().c_str()));
 }
 
-// State shared between an adapter (owned by its KJ promise) and the Asio completion handler.
-// The adapter clears `fulfiller` when KJ drops the promise; the handler then does nothing.
-template <class T>
-struct op_state {
-    kj::PromiseFulfiller<T>* fulfiller = nullptr;
+// ---- reads through the shared buffer ------------------------------------------------------------
+
+// A KJ read waiting for the buffer. At most one exists (KJ reads one at a time); the buffer read
+// in flight serves whichever one is current when it completes.
+
+// The buffer read is not cancelled when KJ drops the read waiting for it: its bytes belong to the
+// stream and stay buffered for the next read. Closing the socket ends it.
+void start_buffer_read(std::shared_ptr<shared_state> s);
+
+void serve_waiter(const std::shared_ptr<shared_state>& s) {
+    auto op = s->waiter;
+    if (!op || op->fulfiller == nullptr) {
+        s->waiter.reset();
+        return;
+    }
+    op->have += s->take(op->out + op->have, op->max - op->have);
+    if (op->have >= op->min) {
+        auto* f = std::exchange(op->fulfiller, nullptr);
+        s->waiter.reset();
+        f->fulfill(std::move(op->have));
+    } else if (s->read_error) {
+        auto* f = std::exchange(op->fulfiller, nullptr);
+        s->waiter.reset();
+        if (s->read_error == asio::error::eof) {
+            f->fulfill(std::move(op->have));  // a short read means end of stream
+        } else {
+            f->reject(disconnected(s->read_error, "read from peer"));
+        }
+    } else {
+        start_buffer_read(s);
+    }
+}
+
+void start_buffer_read(std::shared_ptr<shared_state> s) {
+    if (s->begin == s->end) s->begin = s->end = 0;
+    s->reading = true;
+    auto* base = s->buffer.data() + s->end;
+    const auto room = s->buffer.size() - s->end;
+    auto& socket = s->socket;
+    socket.async_read_some(asio::buffer(base, room), [s = std::move(s)](std::error_code ec, std::size_t n) {
+        // The KJ reader runs when this handler ends, not a posted pump later.
+        kj_runtime::handler_scope scope;
+        s->reading = false;
+        s->end += n;
+        if (ec) s->read_error = ec;
+        serve_waiter(s);
+    });
+}
+
+class buffered_read_adapter {
+  public:
+    buffered_read_adapter(kj::PromiseFulfiller<size_t>& fulfiller,
+                          std::shared_ptr<shared_state> s,
+                          std::uint8_t* out,
+                          std::size_t have,
+                          std::size_t min,
+                          std::size_t max)
+        : state_(std::move(s)), op_(std::make_shared<buffered_read>()) {
+        *op_ = buffered_read{&fulfiller, out, have, min, max};
+        state_->waiter = op_;
+        if (!state_->reading) start_buffer_read(state_);
+    }
+
+    ~buffered_read_adapter() {
+        op_->fulfiller = nullptr;
+        if (state_->waiter == op_) state_->waiter.reset();
+    }
+
+  private:
+    std::shared_ptr<shared_state> state_;
+    std::shared_ptr<buffered_read> op_;
+};
+
+// A read larger than the buffer goes straight to the caller's memory. That memory may be freed
+// when KJ drops the promise, so this operation is cancelled then (the reactor removes it at once).
+struct direct_read {
+    kj::PromiseFulfiller<size_t>* fulfiller = nullptr;
     asio::cancellation_signal cancel;
 };
 
-class read_adapter {
+class direct_read_adapter {
   public:
-    read_adapter(kj::PromiseFulfiller<size_t>& fulfiller,
-                 asio::ip::tcp::socket& socket,
-                 void* buffer,
-                 size_t min_bytes,
-                 size_t max_bytes)
-        : state_(std::make_shared<op_state<size_t>>()) {
-        state_->fulfiller = &fulfiller;
-        // transfer_at_least: return as soon as min_bytes arrived; an early EOF returns what came.
-        asio::async_read(socket,
-                         asio::buffer(buffer, max_bytes),
-                         asio::transfer_at_least(min_bytes),
-                         asio::bind_cancellation_slot(state_->cancel.slot(),
-                                                      [state = state_](std::error_code ec, size_t n) {
-                                                          if (state->fulfiller == nullptr) return;
-                                                          auto* f = std::exchange(state->fulfiller, nullptr);
+    direct_read_adapter(kj::PromiseFulfiller<size_t>& fulfiller,
+                        std::shared_ptr<shared_state> s,
+                        std::uint8_t* out,
+                        std::size_t have,
+                        std::size_t min,
+                        std::size_t max)
+        : op_(std::make_shared<direct_read>()) {
+        op_->fulfiller = &fulfiller;
+        asio::async_read(s->socket,
+                         asio::buffer(out + have, max - have),
+                         asio::transfer_at_least(min - have),
+                         asio::bind_cancellation_slot(op_->cancel.slot(),
+                                                      [op = op_, s, have](std::error_code ec, std::size_t n) {
+                                                          kj_runtime::handler_scope scope;
+                                                          if (ec) s->read_error = ec;
+                                                          if (op->fulfiller == nullptr) return;
+                                                          auto* f = std::exchange(op->fulfiller, nullptr);
                                                           if (!ec || ec == asio::error::eof) {
-                                                              f->fulfill(std::move(n));
+                                                              f->fulfill(have + n);
                                                           } else {
-                                                              f->reject(to_kj(ec, "read from peer"));
+                                                              f->reject(disconnected(ec, "read from peer"));
                                                           }
                                                       }));
     }
 
-    ~read_adapter() {
-        if (state_->fulfiller != nullptr) {
-            // KJ dropped the promise: cancel only this operation. The reactor removes it at once,
-            // so the buffer KJ lent us is never written after this returns.
-            state_->fulfiller = nullptr;
-            state_->cancel.emit(asio::cancellation_type::terminal);
+    ~direct_read_adapter() {
+        if (op_->fulfiller != nullptr) {
+            op_->fulfiller = nullptr;
+            op_->cancel.emit(asio::cancellation_type::terminal);
         }
     }
 
   private:
-    std::shared_ptr<op_state<size_t>> state_;
+    std::shared_ptr<direct_read> op_;
 };
 
+// ---- writes -----------------------------------------------------------------------------------
+
+struct pending_write {
+    kj::PromiseFulfiller<void>* fulfiller = nullptr;
+    asio::cancellation_signal cancel;
+};
+
+// The part of a write the kernel did not take at once.
 class write_adapter {
   public:
     write_adapter(kj::PromiseFulfiller<void>& fulfiller,
-                  asio::ip::tcp::socket& socket,
-                  std::vector<asio::const_buffer> buffers,
-                  std::shared_ptr<asio_stream::counters> counters)
-        : state_(std::make_shared<op_state<void>>()) {
-        state_->fulfiller = &fulfiller;
-        asio::async_write(socket,
-                          std::move(buffers),
-                          asio::bind_cancellation_slot(
-                              state_->cancel.slot(),
-                              [state = state_, counters = std::move(counters)](std::error_code ec, size_t n) {
-                                  counters->written += n;
-                                  if (ec && !counters->write_failed) {
-                                      counters->write_failed = true;
-                                      if (counters->on_write_failure) counters->on_write_failure->fulfill();
-                                  }
-                                  if (state->fulfiller == nullptr) return;
-                                  auto* f = std::exchange(state->fulfiller, nullptr);
-                                  if (!ec) {
-                                      f->fulfill();
-                                  } else {
-                                      f->reject(to_kj(ec, "write to peer"));
-                                  }
-                              }));
+                  std::shared_ptr<shared_state> s,
+                  std::vector<asio::const_buffer> buffers)
+        : op_(std::make_shared<pending_write>()) {
+        op_->fulfiller = &fulfiller;
+        auto& socket = s->socket;
+        asio::async_write(
+            socket,
+            std::move(buffers),
+            asio::bind_cancellation_slot(op_->cancel.slot(),
+                                         [op = op_, s = std::move(s)](std::error_code ec, std::size_t n) {
+                                             kj_runtime::handler_scope scope;
+                                             s->written += n;
+                                             if (ec) s->note_write_failure();
+                                             if (op->fulfiller == nullptr) return;
+                                             auto* f = std::exchange(op->fulfiller, nullptr);
+                                             if (!ec) {
+                                                 f->fulfill();
+                                             } else {
+                                                 f->reject(disconnected(ec, "write to peer"));
+                                             }
+                                         }));
     }
 
     ~write_adapter() {
-        if (state_->fulfiller != nullptr) {
-            state_->fulfiller = nullptr;
-            state_->cancel.emit(asio::cancellation_type::terminal);
+        if (op_->fulfiller != nullptr) {
+            op_->fulfiller = nullptr;
+            op_->cancel.emit(asio::cancellation_type::terminal);
         }
     }
 
   private:
-    std::shared_ptr<op_state<void>> state_;
+    std::shared_ptr<pending_write> op_;
 };
 
 }  // namespace
 
+std::size_t shared_state::take(std::uint8_t* out, std::size_t max) noexcept {
+    const std::size_t n = std::min(max, end - begin);
+    if (n > 0) {
+        std::memcpy(out, buffer.data() + begin, n);
+        begin += n;
+    }
+    return n;
+}
+
+void shared_state::note_write_failure() {
+    if (write_failed) return;
+    write_failed = true;
+    if (on_write_failure) on_write_failure->fulfill();
+}
+
 asio_stream::asio_stream(asio::ip::tcp::socket socket)
-    : socket_(std::move(socket)), counters_(std::make_shared<counters>()) {
+    : state_(std::make_shared<shared_state>(std::move(socket))) {
     std::error_code ignored;
-    socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+    state_->socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+    state_->socket.non_blocking(true, ignored);
 }
 
 asio_stream::~asio_stream() {
     // The fulfiller must die on the loop's thread, while the loop exists: now, not in a handler.
-    counters_->on_write_failure = nullptr;
+    state_->on_write_failure = nullptr;
     close();
 }
 
 kj::Promise<size_t> asio_stream::tryRead(void* buffer, size_t min_bytes, size_t max_bytes) {
-    if (max_bytes == 0) return size_t(0);
-    return kj::newAdaptedPromise<size_t, read_adapter>(socket_, buffer, min_bytes, max_bytes);
+    auto* out = static_cast<std::uint8_t*>(buffer);
+    auto& s = *state_;
+    const std::size_t have = s.take(out, max_bytes);
+    if (have >= min_bytes || have == max_bytes) return have;
+    if (s.read_error) {
+        if (s.read_error == asio::error::eof) return have;
+        return disconnected(s.read_error, "read from peer");
+    }
+    if (max_bytes - have >= s.buffer.size() && !s.reading) {
+        return kj::newAdaptedPromise<size_t, direct_read_adapter>(state_, out, have, min_bytes, max_bytes);
+    }
+    return kj::newAdaptedPromise<size_t, buffered_read_adapter>(state_, out, have, min_bytes, max_bytes);
 }
 
 kj::Promise<void> asio_stream::write(const void* buffer, size_t size) {
-    if (size == 0) return kj::READY_NOW;
-    counters_->requested += size;
     std::vector<asio::const_buffer> buffers{asio::const_buffer(buffer, size)};
-    return kj::newAdaptedPromise<void, write_adapter>(socket_, std::move(buffers), counters_);
+    return write_buffers(std::move(buffers), size);
 }
 
 kj::Promise<void> asio_stream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
     std::vector<asio::const_buffer> buffers;
     buffers.reserve(pieces.size());
-    size_t total = 0;
+    std::size_t total = 0;
     for (auto piece : pieces) {
         if (piece.size() == 0) continue;
         buffers.emplace_back(piece.begin(), piece.size());
         total += piece.size();
     }
+    return write_buffers(std::move(buffers), total);
+}
+
+kj::Promise<void> asio_stream::write_buffers(std::vector<asio::const_buffer> buffers, std::size_t total) {
     if (total == 0) return kj::READY_NOW;
-    counters_->requested += total;
-    return kj::newAdaptedPromise<void, write_adapter>(socket_, std::move(buffers), counters_);
+    auto& s = *state_;
+    s.requested += total;
+    if (s.write_failed) return disconnected(asio::error::broken_pipe, "write to peer");
+    // KJ writes one message at a time, so nothing else is queued on the socket: try at once.
+    std::error_code ec;
+    std::size_t n = s.socket.write_some(buffers, ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        ec = {};
+        n = 0;
+    }
+    s.written += n;
+    if (ec) {
+        s.note_write_failure();
+        return disconnected(ec, "write to peer");
+    }
+    if (n == total) return kj::READY_NOW;
+    // The kernel took part of it: the rest becomes an Asio operation.
+    std::vector<asio::const_buffer> rest;
+    for (auto b : buffers) {
+        if (n >= b.size()) {
+            n -= b.size();
+            continue;
+        }
+        rest.push_back(b + n);
+        n = 0;
+    }
+    return kj::newAdaptedPromise<void, write_adapter>(state_, std::move(rest));
 }
 
 kj::Promise<void> asio_stream::whenWriteDisconnected() {
-    if (counters_->write_failed) return kj::READY_NOW;
-    if (!counters_->on_write_failure) {
+    if (state_->write_failed) return kj::READY_NOW;
+    if (!state_->on_write_failure) {
         auto paf = kj::newPromiseAndFulfiller<void>();
-        counters_->on_write_failure = std::move(paf.fulfiller);
-        // Forked lazily by the first caller; later callers share it through the fulfiller's promise.
+        state_->on_write_failure = std::move(paf.fulfiller);
         return std::move(paf.promise);
     }
-    // One waiter is all capnp 0.9.2 needs; a second caller waits for the same failure another way.
+    // One waiter is all capnp 0.9.2 needs.
     return kj::NEVER_DONE;
 }
 
 void asio_stream::shutdownWrite() {
     std::error_code ignored;
-    socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    state_->socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
 }
 
 void asio_stream::abortRead() {
     std::error_code ignored;
-    socket_.shutdown(asio::ip::tcp::socket::shutdown_receive, ignored);
+    state_->socket.shutdown(asio::ip::tcp::socket::shutdown_receive, ignored);
 }
 
 void asio_stream::getsockopt(int level, int option, void* value, kj::uint* length) {
     socklen_t len = *length;
-    KJ_SYSCALL(::getsockopt(socket_.native_handle(), level, option, value, &len));
+    KJ_SYSCALL(::getsockopt(state_->socket.native_handle(), level, option, value, &len));
     *length = len;
 }
 
 void asio_stream::setsockopt(int level, int option, const void* value, kj::uint length) {
-    KJ_SYSCALL(::setsockopt(socket_.native_handle(), level, option, value, length));
+    KJ_SYSCALL(::setsockopt(state_->socket.native_handle(), level, option, value, length));
 }
 
 void asio_stream::getsockname(struct sockaddr* addr, kj::uint* length) {
     socklen_t len = *length;
-    KJ_SYSCALL(::getsockname(socket_.native_handle(), addr, &len));
+    KJ_SYSCALL(::getsockname(state_->socket.native_handle(), addr, &len));
     *length = len;
 }
 
 void asio_stream::getpeername(struct sockaddr* addr, kj::uint* length) {
     socklen_t len = *length;
-    KJ_SYSCALL(::getpeername(socket_.native_handle(), addr, &len));
+    KJ_SYSCALL(::getpeername(state_->socket.native_handle(), addr, &len));
     *length = len;
 }
 
 void asio_stream::close() noexcept {
     std::error_code ignored;
-    if (socket_.is_open()) {
-        socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-        socket_.close(ignored);
+    if (state_->socket.is_open()) {
+        state_->socket.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+        state_->socket.close(ignored);
     }
 }
 

@@ -1,10 +1,16 @@
 // A kj::AsyncIoStream over an asio::ip::tcp::socket, so that capnp::TwoPartyVatNetwork runs on
 // the application's io_context (see kj_runtime.hpp).
 //
-// Reads and writes are kj::newAdaptedPromise operations whose adapters start an Asio operation with
-// its own cancellation signal: when KJ drops the promise, only that operation is cancelled (a
-// socket-wide cancel() would also abort the other direction). Completion handlers hold a small
-// shared state, never the stream, so they are safe after the stream is gone.
+// Reads go through a 64 KiB buffer: Cap'n Proto reads a message's first word, then the rest, and
+// without the buffer each message would cost two receive calls and two trips through the
+// io_context. Writes are first tried without blocking; only what the kernel does not take at once
+// becomes an Asio operation (on loopback and fast links: never).
+//
+// Asio operations are kj::newAdaptedPromise adapters with their own cancellation signal: when KJ
+// drops the promise, only that operation is cancelled (a socket-wide cancel() would also abort
+// the other direction). The socket, the buffer and the counters live in a state shared with the
+// completion handlers, so that a handler running late never touches a destroyed stream, and bytes
+// read for a dropped promise stay in the buffer for the next read.
 #pragma once
 
 #include <kj/async-io.h>
@@ -13,8 +19,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace flypg::rpc::detail {
+
+struct buffered_read;  // a KJ read waiting for the read-ahead buffer (asio_stream.cpp)
 
 // kj::AsyncIoStream has no virtual destructor: KJ owns streams through kj::Own, whose disposer
 // knows the dynamic type.
@@ -22,7 +31,8 @@ namespace flypg::rpc::detail {
 #pragma GCC diagnostic ignored "-Wnon-virtual-dtor"
 class asio_stream final : public kj::AsyncIoStream {
   public:
-    /// Takes the connected socket; sets TCP_NODELAY (capnp writes whole messages).
+    /// Takes the connected socket; sets TCP_NODELAY (capnp writes whole messages) and
+    /// non-blocking mode.
     explicit asio_stream(asio::ip::tcp::socket socket);
     ~asio_stream();
 
@@ -42,22 +52,33 @@ class asio_stream final : public kj::AsyncIoStream {
 
     /// Bytes handed to write() so far, and bytes the kernel has accepted. A message that starts at
     /// an offset >= written_bytes() when the connection fails provably never left this host.
-    std::uint64_t requested_bytes() const noexcept { return counters_->requested; }
-    std::uint64_t written_bytes() const noexcept { return counters_->written; }
-
-    asio::ip::tcp::socket& socket() noexcept { return socket_; }
+    std::uint64_t requested_bytes() const noexcept { return state_->requested; }
+    std::uint64_t written_bytes() const noexcept { return state_->written; }
 
     /// Shared with completion handlers, which may run after the stream is gone.
-    struct counters {
+    struct shared_state {
+        explicit shared_state(asio::ip::tcp::socket s) : socket(std::move(s)), buffer(64 * 1024) {}
+        asio::ip::tcp::socket socket;
+        std::vector<std::uint8_t> buffer;  // read-ahead: [begin, end) not yet given to KJ
+        std::size_t begin = 0;
+        std::size_t end = 0;
+        bool reading = false;                   // an Asio read into `buffer` is in flight
+        std::shared_ptr<buffered_read> waiter;  // the KJ read it will serve
+        std::error_code read_error;             // sticky: end of stream or a failed read
         std::uint64_t requested = 0;
         std::uint64_t written = 0;
         bool write_failed = false;
         kj::Own<kj::PromiseFulfiller<void>> on_write_failure;
+
+        /// Moves up to `max` buffered bytes to `out`; returns how many.
+        std::size_t take(std::uint8_t* out, std::size_t max) noexcept;
+        void note_write_failure();
     };
 
   private:
-    asio::ip::tcp::socket socket_;
-    std::shared_ptr<counters> counters_;
+    kj::Promise<void> write_buffers(std::vector<asio::const_buffer> buffers, std::size_t total);
+
+    std::shared_ptr<shared_state> state_;
 };
 #pragma GCC diagnostic pop
 

@@ -16,6 +16,7 @@
 
 #include <asio.hpp>
 
+#include <chrono>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -34,6 +35,7 @@ struct kj_outcome {
     std::optional<T> value;
     std::optional<kj::Exception> error;  ///< The promise was rejected.
     bool cancelled = false;              ///< The awaiting coroutine was cancelled (or the runtime died).
+    bool timed_out = false;              ///< The deadline passed first (the promise was dropped).
 
     bool ok() const noexcept { return value.has_value(); }
 };
@@ -47,14 +49,17 @@ class await_op final : public pending_op {
     using outcome = kj_outcome<T>;
 
     await_op(kj_runtime& rt, Handler handler)
-        : runtime_(rt.weak_from_this()), io_executor_(rt.executor()), handler_(std::move(handler)) {}
+        : runtime_(&rt),
+          weak_runtime_(rt.weak_from_this()),
+          io_executor_(rt.executor()),
+          handler_(std::move(handler)) {}
 
     ~await_op() noexcept override {
         if (slot_.is_connected()) slot_.clear();
     }
 
     template <class Promise>
-    void start(Promise promise) {
+    void start(Promise promise, std::optional<std::chrono::steady_clock::time_point> deadline) {
         slot_ = asio::get_associated_cancellation_slot(*handler_);
         if (slot_.is_connected()) {
             // The slot handler only completes the op: the promise itself is dropped by the posted
@@ -67,6 +72,7 @@ class await_op final : public pending_op {
                 }
             });
         }
+        if (deadline) runtime_->set_deadline(*this, *deadline);
         promise_ = promise
                        .then(
                            [this](auto&&... value) {
@@ -76,12 +82,12 @@ class await_op final : public pending_op {
                                } else {
                                    result.value.emplace(std::move(value)...);
                                }
-                               finish(std::move(result));
+                               finish_from_kj(std::move(result));
                            },
                            [this](kj::Exception&& e) {
                                outcome result;
                                result.error.emplace(std::move(e));
-                               finish(std::move(result));
+                               finish_from_kj(std::move(result));
                            })
                        .eagerlyEvaluate(nullptr);
     }
@@ -93,28 +99,58 @@ class await_op final : public pending_op {
         finish(std::move(result));
     }
 
+    void expire() noexcept override {
+        outcome result;
+        result.cancelled = true;
+        result.timed_out = true;
+        finish(std::move(result));
+    }
+
   private:
+    // The promise resolved: we are inside a KJ turn (an Asio handler runs the loop), which is like
+    // an I/O completion, so the coroutine resumes right here (dispatch) rather than one posted hop
+    // later. The op cannot destroy its own promise from inside the promise's continuation: it is
+    // retired, and the runtime destroys it when the KJ turns are over.
+    void finish_from_kj(outcome result) {
+        if (done_) return;
+        done_ = true;
+        runtime_->clear_deadline(*this);
+        if (slot_.is_connected()) slot_.clear();
+        Handler handler = std::move(*handler_);
+        handler_.reset();
+        runtime_->retire(*this);
+        auto ex = asio::get_associated_executor(handler, io_executor_);
+        asio::dispatch(
+            ex, [h = std::move(handler), r = std::move(result)]() mutable { std::move(h)(std::move(r)); });
+    }
+
     void finish(outcome result) {
         if (done_) return;
         done_ = true;
+        runtime_->clear_deadline(*this);
         Handler handler = std::move(*handler_);
         handler_.reset();
         auto ex = asio::get_associated_executor(handler, io_executor_);
         // Completion is posted, never inline: the promise cannot be destroyed from inside its own
         // continuation, and Asio handlers must not run inside the initiating call. The handler is
         // moved out first, so that a runtime destroyed meanwhile cannot lose it.
-        asio::post(ex, [this, runtime = runtime_, h = std::move(handler), r = std::move(result)]() mutable {
-            if (auto rt = runtime.lock()) {
-                // Still registered: clear the slot before completing, then destroy this op
-                // (and its promise) outside any KJ callback.
-                if (slot_.is_connected()) slot_.clear();
-                rt->remove_pending(*this);
-            }
-            std::move(h)(std::move(r));
-        });
+        asio::post(ex,
+                   [this, runtime = weak_runtime_, h = std::move(handler), r = std::move(result)]() mutable {
+                       // KJ work the resumed coroutine starts (requests it sends) runs when this
+                       // handler ends, not one posted pump later.
+                       kj_runtime::handler_scope scope;
+                       if (auto rt = runtime.lock()) {
+                           // Still registered: clear the slot before completing, then destroy this op
+                           // (and its promise) outside any KJ callback.
+                           if (slot_.is_connected()) slot_.clear();
+                           rt->remove_pending(*this);
+                       }
+                       std::move(h)(std::move(r));
+                   });
     }
 
-    std::weak_ptr<kj_runtime> runtime_;
+    kj_runtime* runtime_;  // outlives this op, which it owns
+    std::weak_ptr<kj_runtime> weak_runtime_;
     asio::io_context::executor_type io_executor_;
     std::optional<Handler> handler_;
     asio::cancellation_slot slot_;
@@ -122,20 +158,24 @@ class await_op final : public pending_op {
     bool done_ = false;
 };
 
-/// Waits for `promise` from an Asio coroutine running on the runtime's io_context thread.
+/// Waits for `promise` from an Asio coroutine running on the runtime's io_context thread, at most
+/// until `deadline` (then the outcome is `timed_out`).
 /// Cancellation: all types; the promise is dropped (for an RPC, a Finish message cancels the call
 /// on the peer, which may already have run it).
 template <class T>
-asio::awaitable<kj_outcome<kj_value_t<T>>> await_kj(kj_runtime& rt, kj::Promise<T> promise) {
+asio::awaitable<kj_outcome<kj_value_t<T>>> await_kj(
+    kj_runtime& rt,
+    kj::Promise<T> promise,
+    std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) {
     using value_type = kj_value_t<T>;
     using outcome = kj_outcome<value_type>;
     return asio::async_initiate<const asio::use_awaitable_t<>&, void(outcome)>(
-        [&rt](auto handler, kj::Promise<T> p) {
+        [&rt, deadline](auto handler, kj::Promise<T> p) {
             using handler_type = decltype(handler);
             auto op = std::make_unique<await_op<value_type, handler_type>>(rt, std::move(handler));
             auto& registered =
                 static_cast<await_op<value_type, handler_type>&>(rt.add_pending(std::move(op)));
-            registered.start(std::move(p));
+            registered.start(std::move(p), deadline);
         },
         asio::use_awaitable,
         std::move(promise));
@@ -144,24 +184,63 @@ asio::awaitable<kj_outcome<kj_value_t<T>>> await_kj(kj_runtime& rt, kj::Promise<
 /// Converts the exception of a finished coroutine into a kj::Exception.
 kj::Exception to_kj_exception(std::exception_ptr e);
 
-/// Completion handler of to_kj(): fulfils the KJ side. Members are declared so that the runtime
-/// (and its loop) outlives the fulfiller when the handler is destroyed without being invoked.
+/// Owns to_kj()'s fulfiller. It does not keep the runtime alive (a coroutine that ignores
+/// cancellation must not pin the event loop); when the runtime is gone, the fulfiller is
+/// deliberately leaked, as destroying it would touch the dead loop.
 template <class T>
-struct fulfil_from_asio {
-    std::shared_ptr<kj_runtime> runtime;
-    kj::Own<kj::PromiseFulfiller<T>> fulfiller;
-    std::shared_ptr<asio::cancellation_signal> signal;  // must outlive the coroutine's use of its slot
+class fulfiller_holder {
+  public:
+    fulfiller_holder(kj_runtime& rt, kj::Own<kj::PromiseFulfiller<T>> fulfiller)
+        : runtime_(rt.weak_from_this()),
+          fulfiller_(new kj::Own<kj::PromiseFulfiller<T>>(std::move(fulfiller))) {}
+    fulfiller_holder(fulfiller_holder&& other) noexcept
+        : runtime_(std::move(other.runtime_)), fulfiller_(std::exchange(other.fulfiller_, nullptr)) {}
+    fulfiller_holder(const fulfiller_holder&) = delete;
+    fulfiller_holder& operator=(const fulfiller_holder&) = delete;
+    fulfiller_holder& operator=(fulfiller_holder&&) = delete;
+    ~fulfiller_holder() {
+        if (fulfiller_ != nullptr && !runtime_.expired()) delete fulfiller_;
+    }
 
-    template <class... Value>
-    void operator()(std::exception_ptr failure, Value... value) {
-        if (!fulfiller->isWaiting()) return;
-        if (failure) {
-            fulfiller->reject(to_kj_exception(failure));
+    /// The fulfiller, when the runtime lives and the promise is still wanted.
+    kj::PromiseFulfiller<T>* get() const noexcept {
+        if (fulfiller_ == nullptr || runtime_.expired() || !(*fulfiller_)->isWaiting()) return nullptr;
+        return fulfiller_->get();
+    }
+
+  private:
+    std::weak_ptr<kj_runtime> runtime_;
+    kj::Own<kj::PromiseFulfiller<T>>* fulfiller_;
+};
+
+// Runs `task` and fulfils the KJ side from inside the coroutine, as soon as it is done: the KJ
+// continuation (say, sending an RPC Return) runs in the same Asio handler, not after co_spawn's
+// completion is posted.
+template <class T>
+asio::awaitable<void> run_for_kj(fulfiller_holder<T> holder, asio::awaitable<T> task) {
+    std::exception_ptr failure;
+    std::optional<kj_value_t<T>> value;
+    try {
+        if constexpr (std::is_void_v<T>) {
+            co_await std::move(task);
+            value.emplace();
         } else {
-            fulfiller->fulfill(std::move(value)...);
+            value.emplace(co_await std::move(task));
+        }
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    kj_runtime::handler_scope scope;
+    if (auto* f = holder.get()) {
+        if (failure) {
+            f->reject(to_kj_exception(failure));
+        } else if constexpr (std::is_void_v<T>) {
+            f->fulfill();
+        } else {
+            f->fulfill(std::move(*value));
         }
     }
-};
+}
 
 /// A KJ promise for `task`, spawned on the runtime's io_context. Dropping the promise emits
 /// terminal cancellation into the coroutine (posted, so never from inside KJ's loop).
@@ -170,8 +249,10 @@ kj::Promise<T> to_kj(kj_runtime& rt, asio::awaitable<T> task) {
     auto paf = kj::newPromiseAndFulfiller<T>();
     auto signal = std::make_shared<asio::cancellation_signal>();
     auto slot = signal->slot();
-    fulfil_from_asio<T> handler{rt.shared_from_this(), std::move(paf.fulfiller), signal};
-    asio::co_spawn(rt.io(), std::move(task), asio::bind_cancellation_slot(slot, std::move(handler)));
+    asio::co_spawn(rt.io(),
+                   run_for_kj<T>(fulfiller_holder<T>(rt, std::move(paf.fulfiller)), std::move(task)),
+                   // Keeps the signal alive as long as the coroutine may use its slot.
+                   asio::bind_cancellation_slot(slot, [signal](std::exception_ptr) {}));
     return paf.promise.attach(kj::defer([signal, ex = rt.executor()]() mutable {
         asio::post(ex, [signal] { signal->emit(asio::cancellation_type::terminal); });
     }));

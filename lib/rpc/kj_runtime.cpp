@@ -13,6 +13,8 @@ namespace {
 
 // KJ keeps its loop in a thread-local; this mirrors it so that nodes of one thread share it.
 thread_local std::weak_ptr<kj_runtime> current_runtime;
+// The same runtime for handler_scope, which must be cheap (no reference counting).
+thread_local kj_runtime* scope_runtime = nullptr;
 
 }  // namespace
 
@@ -37,9 +39,15 @@ kj_runtime::kj_runtime(asio::io_context& io)
       port_(*this),
       loop_(port_),
       wait_scope_(loop_),
-      tasks_(task_errors_) {}
+      tasks_(task_errors_),
+      deadline_timer_(io) {
+    scope_runtime = this;
+}
 
 kj_runtime::~kj_runtime() {
+    if (scope_runtime == this) scope_runtime = nullptr;
+    deadlines_.clear();
+    for (auto& op : pending_) op->has_deadline = false;
     // Waiting Asio coroutines get "cancelled" (posted, never inline) rather than a dangling handler.
     while (!pending_.empty()) {
         std::unique_ptr<pending_op> op = std::move(pending_.front());
@@ -57,7 +65,51 @@ pending_op& kj_runtime::add_pending(std::unique_ptr<pending_op> op) {
 }
 
 void kj_runtime::remove_pending(pending_op& op) noexcept {
+    clear_deadline(op);
     pending_.erase(op.self);
+}
+
+void kj_runtime::retire(pending_op& op) noexcept {
+    clear_deadline(op);
+    retired_.splice(retired_.end(), pending_, op.self);
+}
+
+void kj_runtime::set_deadline(pending_op& op, clock::time_point deadline) {
+    clear_deadline(op);
+    op.deadline_entry = deadlines_.emplace(deadline, &op);
+    op.has_deadline = true;
+    // Deadlines of equal timeouts arrive in increasing order: the timer is re-armed only when a
+    // new deadline is the earliest. A removed deadline leaves the timer as it is; it then fires
+    // early once, finds nothing due and moves on to the earliest remaining one.
+    if (deadline < deadline_timer_at_) arm_deadline_timer();
+}
+
+void kj_runtime::clear_deadline(pending_op& op) noexcept {
+    if (!op.has_deadline) return;
+    deadlines_.erase(op.deadline_entry);
+    op.has_deadline = false;
+}
+
+void kj_runtime::arm_deadline_timer() {
+    deadline_timer_at_ = deadlines_.begin()->first;
+    deadline_timer_.expires_at(deadline_timer_at_);
+    deadline_timer_.async_wait([token = std::weak_ptr<kj_runtime*>(alive_)](std::error_code ec) {
+        if (ec) return;
+        if (auto alive = token.lock(); alive && *alive != nullptr) (*alive)->on_deadline_timer();
+    });
+}
+
+void kj_runtime::on_deadline_timer() {
+    handler_scope scope;
+    deadline_timer_at_ = clock::time_point::max();
+    const auto now = clock::now();
+    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+        pending_op* op = deadlines_.begin()->second;
+        deadlines_.erase(deadlines_.begin());
+        op->has_deadline = false;
+        op->expire();
+    }
+    if (!deadlines_.empty()) arm_deadline_timer();
 }
 
 void kj_runtime::schedule_pump() {
@@ -69,26 +121,58 @@ void kj_runtime::schedule_pump() {
 }
 
 void kj_runtime::pump() noexcept {
+    auto keep_alive = shared_from_this();
     pump_scheduled_ = false;
     ++pumps_;
-    try {
-        if (port_.woken.load(std::memory_order_acquire)) {
-            // Another thread used kj::Executor: only WaitScope::poll() asks the port (and then the
-            // executor) for cross-thread events. poll() leaves the loop believing it is still
-            // runnable, so run(0) follows to announce the true state (0.9.2 hangs otherwise).
+    if (in_loop_) return;  // cannot happen (handlers never run inside the loop); be safe
+    if (port_.woken.load(std::memory_order_acquire)) {
+        // Another thread used kj::Executor: only WaitScope::poll() asks the port (and then the
+        // executor) for cross-thread events. poll() leaves the loop believing it is still
+        // runnable, so run(0) follows to announce the true state (0.9.2 hangs otherwise).
+        in_loop_ = true;
+        try {
             wait_scope_.poll();
             loop_.run(0);
-        } else {
-            // A bounded number of turns, then back to Asio so timers and sockets are not starved.
-            loop_.run(turn_budget_);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "flypg rpc: KJ event loop failure: %s\n", e.what());
+        } catch (...) {
+            std::fprintf(stderr, "flypg rpc: KJ event loop failure\n");
         }
+        in_loop_ = false;
+        retired_.clear();
+        if (loop_.isRunnable()) schedule_pump();
+        return;
+    }
+    run_turns();
+}
+
+void kj_runtime::run_turns() noexcept {
+    // A coroutine resumed inside a turn may drop the last node, and with it this runtime: it
+    // stays alive until this function is done with it.
+    auto keep_alive = shared_from_this();
+    in_loop_ = true;
+    try {
+        // A bounded number of turns, then back to Asio so timers and sockets are not starved.
+        loop_.run(turn_budget_);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "flypg rpc: KJ event loop failure: %s\n", e.what());
     } catch (...) {
         std::fprintf(stderr, "flypg rpc: KJ event loop failure\n");
     }
+    in_loop_ = false;
+    retired_.clear();
     // run() only reports transitions; when events are left, nothing will call setRunnable(true).
     if (loop_.isRunnable()) schedule_pump();
+}
+
+kj_runtime::handler_scope::handler_scope() noexcept : runtime_(scope_runtime) {
+    if (runtime_ != nullptr) ++runtime_->scope_depth_;
+}
+
+kj_runtime::handler_scope::~handler_scope() {
+    if (runtime_ == nullptr || scope_runtime != runtime_) return;  // the runtime went away meanwhile
+    if (--runtime_->scope_depth_ != 0 || runtime_->in_loop_) return;
+    if (runtime_->loop_.isRunnable()) runtime_->run_turns();
 }
 
 bool kj_runtime::port::wait() {
@@ -102,7 +186,9 @@ bool kj_runtime::port::poll() {
 }
 
 void kj_runtime::port::setRunnable(bool runnable) {
-    if (runnable) owner_.schedule_pump();
+    if (!runnable) return;
+    // An open handler_scope runs the loop when it closes; otherwise a pump is posted.
+    if (owner_.scope_depth_ == 0 || owner_.in_loop_) owner_.schedule_pump();
 }
 
 void kj_runtime::port::wake() const {

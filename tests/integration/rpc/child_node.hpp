@@ -1,0 +1,140 @@
+// Starts flypg_rpc_test_node as a child process, with real sockets between it and the test.
+#pragma once
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <asio.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace flypg::rpc::test {
+
+/// A loopback port that was free a moment ago (for nodes that must know each other's ports
+/// before they start).
+inline std::uint16_t free_port() {
+    asio::io_context io;
+    asio::ip::tcp::acceptor probe(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    return probe.local_endpoint().port();
+}
+
+class child_node {
+  public:
+    /// Starts the test node with `args` and waits (up to 10 s) until it listens.
+    explicit child_node(std::vector<std::string> args) {
+        static int counter = 0;
+        log_path_ =
+            "/tmp/flypg_rpc_child_" + std::to_string(::getpid()) + "_" + std::to_string(++counter) + ".log";
+        int in[2];
+        int out[2];
+        if (::pipe(in) != 0 || ::pipe(out) != 0) throw std::runtime_error("pipe failed");
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
+        posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+        posix_spawn_file_actions_addopen(
+            &actions, STDERR_FILENO, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        posix_spawn_file_actions_addclose(&actions, in[1]);
+        posix_spawn_file_actions_addclose(&actions, out[0]);
+        std::vector<std::string> all{FLYPG_RPC_TEST_NODE};
+        all.insert(all.end(), args.begin(), args.end());
+        std::vector<char*> argv;
+        for (auto& a : all) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        const int rc = ::posix_spawn(&pid_, FLYPG_RPC_TEST_NODE, &actions, nullptr, argv.data(), environ);
+        posix_spawn_file_actions_destroy(&actions);
+        ::close(in[0]);
+        ::close(out[1]);
+        stdin_ = in[1];
+        stdout_ = out[0];
+        if (rc != 0) throw std::runtime_error("posix_spawn failed");
+        const std::string line = read_line(std::chrono::seconds(10));
+        std::istringstream words(line);
+        std::string tag;
+        unsigned port = 0;
+        words >> tag >> port >> node_id_;
+        if (tag != "LISTENING") throw std::runtime_error("test node did not start: " + line + "\n" + log());
+        port_ = static_cast<std::uint16_t>(port);
+    }
+
+    ~child_node() {
+        if (stdin_ >= 0) ::close(stdin_);  // the node exits when its stdin closes
+        if (pid_ > 0 && !wait_exit(std::chrono::seconds(5))) kill_hard();
+        if (stdout_ >= 0) ::close(stdout_);
+        std::remove(log_path_.c_str());
+    }
+
+    child_node(const child_node&) = delete;
+    child_node& operator=(const child_node&) = delete;
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    void kill_hard() {
+        if (pid_ <= 0) return;
+        ::kill(pid_, SIGKILL);
+        int status = 0;
+        ::waitpid(pid_, &status, 0);
+        pid_ = -1;
+    }
+
+    std::uint16_t port() const { return port_; }
+    const std::string& node_id() const { return node_id_; }
+    std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+    /// Everything the node logged so far.
+    std::string log() const {
+        std::ifstream in(log_path_);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
+    }
+
+  private:
+    std::string read_line(std::chrono::milliseconds limit) {
+        std::string line;
+        const auto end = std::chrono::steady_clock::now() + limit;
+        while (std::chrono::steady_clock::now() < end) {
+            pollfd p{stdout_, POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0) continue;
+            char c = 0;
+            if (::read(stdout_, &c, 1) != 1) break;
+            if (c == '\n') return line;
+            line += c;
+        }
+        return line;
+    }
+
+    bool wait_exit(std::chrono::milliseconds limit) {
+        const auto end = std::chrono::steady_clock::now() + limit;
+        while (std::chrono::steady_clock::now() < end) {
+            int status = 0;
+            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+                pid_ = -1;
+                return true;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        return false;
+    }
+
+    pid_t pid_ = -1;
+    int stdin_ = -1;
+    int stdout_ = -1;
+    std::uint16_t port_ = 0;
+    std::string node_id_;
+    std::string log_path_;
+};
+
+}  // namespace flypg::rpc::test
