@@ -1,0 +1,313 @@
+// The repo: one object through which application code reads and writes one database, wherever
+// the process runs. The counterpart of fly_postgres's Fly.Repo.
+//
+// Reads run on the local database: the replica in this region, or the primary in the primary
+// region. Writes run on the primary: locally in the primary region, else forwarded over RPC to a
+// node of the primary region, which commits them and answers with the commit LSN; the caller then
+// waits (without blocking its thread) until the local replica has replayed that LSN, so it reads
+// its own writes right after the write returns.
+//
+//     auto service = std::make_shared<flypg::primary_service>();   // what primary nodes serve
+//     flypg::rpc::node_options node_options;
+//     node_options.writes = service;
+//     service->add_procedures(node_options.procedures);
+//     auto node = flypg::rpc::node::create(io, std::move(node_options));
+//     flypg::repo db(io.get_executor(), node, service, {.name = "main", .local_url = ..., .primary_url =
+//     ...}); asio::co_spawn(io, node.run(), asio::detached); asio::co_spawn(io, db.run(), asio::detached); //
+//     the replication tracker
+//
+//     flypg::sql::column_values user{{"name", "ada"}};
+//     flypg::write_result w = co_await db.insert("users", std::move(user));   // forwarded + waited
+//     flypg::pg::params key{w.rows()[0].get<std::int64_t>("id")};
+//     auto r = co_await db.query("SELECT name FROM users WHERE id = $1", std::move(key));  // sees it
+//
+// g++ 12 note: name braced arguments (column lists, parameter vectors, option structs) before the
+// co_await; g++ 12 miscompiles braced temporaries inside a co_await expression.
+//
+// Errors (flypg::error): a SQL error from the primary keeps its SQLSTATE (flypg::sqlstate("23505"))
+// and origin::primary; errc::outcome_unknown when a forwarded write may have run (its reply was
+// lost); errc::committed_not_replicated (a replication::replication_timeout_error carrying the LSN)
+// when the write committed but the replica did not replay it within replication_timeout;
+// errc::no_node_in_region when no primary-region node is known; errc::use_execute_for_writes when
+// query() was given a write on a replica.
+#pragma once
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/co_spawn.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "flypg/lsn.hpp"
+#include "flypg/metrics.hpp"
+#include "flypg/pg/pool.hpp"
+#include "flypg/replication/tracker_options.hpp"
+#include "flypg/replication/tracker_stats.hpp"
+#include "flypg/rpc/node.hpp"
+#include "flypg/sql.hpp"
+
+namespace flypg {
+
+/// Whether a write waits for the local replica to replay it.
+enum class await_replication {
+    yes,  ///< Default: the write returns once the local replica has it (read-your-writes).
+    no,   ///< Return as soon as the primary committed; a read right after may not see the write.
+};
+
+/// Per-call options; unset fields take the repo's defaults (repo_options).
+struct write_options {
+    std::optional<await_replication> await;
+    std::optional<std::chrono::milliseconds> rpc_timeout;
+    std::optional<std::chrono::milliseconds> replication_timeout;
+};
+
+/// How the local database behaves.
+enum class local_mode {
+    /// As it is: a replica outside the primary region, the primary inside it.
+    as_is,
+    /// Local development: the local database is writable, but sessions are made read-only
+    /// (SET default_transaction_read_only = on) so it behaves like a replica, as fly_postgres's
+    /// make_connection_read_only! does.
+    read_only,
+};
+
+struct repo_options {
+    /// Names the database in forwarded writes, metrics and logs. Every node must use the same name
+    /// for the same database.
+    std::string name = "main";
+    /// The database in this node's region: its replica, or the primary in the primary region.
+    std::string local_url;
+    /// The primary database, used on nodes of the primary region (they run their own writes and
+    /// serve other regions' writes). Empty: local_url, when the node is in the primary region at
+    /// construction.
+    std::string primary_url;
+    local_mode local = local_mode::as_is;
+    /// Connections per pool (local reads; primary writes on primary-region nodes).
+    std::size_t pool_size = 10;
+    /// Defaults for write_options.
+    await_replication await = await_replication::yes;
+    std::chrono::milliseconds rpc_timeout{5'000};
+    std::chrono::milliseconds replication_timeout{5'000};
+    /// The replication tracker (poll interval floor/ceiling, strategy, reconnect backoff).
+    replication::tracker_options tracker = {};
+    /// Where the repo records its metrics (labelled database="<name>"). Share one registry between
+    /// repos to serve them from one /metrics; null: the repo makes its own.
+    std::shared_ptr<metrics::registry> metrics;
+};
+
+/// Where a write ran and what happened to its replication.
+enum class write_route {
+    local_primary,  ///< This node is in the primary region: ran locally, nothing to wait for.
+    forwarded,      ///< Ran on a primary-region node over RPC.
+};
+
+/// The outcome of a write.
+struct write_result {
+    /// One result per statement (RETURNING rows, affected counts).
+    std::vector<pg::result> results;
+    /// The LSN the local replica must replay to see the write.
+    lsn commit_lsn;
+    write_route route = write_route::local_primary;
+    /// True when the call waited and the local replica has replayed commit_lsn (or is not
+    /// replicating, so nothing will be newer).
+    bool replicated = false;
+
+    /// The first statement's result.
+    const pg::result& rows() const { return results.at(0); }
+    /// Rows affected by all statements.
+    std::int64_t affected_rows() const noexcept;
+};
+
+/// A transaction run on the primary by a named procedure; see primary_service::add_transaction.
+using primary_transaction_fn = std::function<asio::awaitable<std::vector<rpc::value>>(
+    pg::connection& conn, std::vector<rpc::value> args)>;
+
+namespace detail {
+class repo_impl;
+class primary_service_impl;
+}  // namespace detail
+
+/// What a primary-region node serves to the others for every repo of its process: forwarded
+/// writes, interactive transactions and named transactions. Every node creates one and hands it to
+/// its rpc::node (it serves only while its node is in the primary region).
+class primary_service final : public rpc::write_executor {
+  public:
+    primary_service();
+    ~primary_service() override;
+
+    /// Registers a named transaction (fly_postgres issue #35): `fn` runs on a primary-region node
+    /// inside BEGIN ... COMMIT on the primary of database `database`, and the caller of
+    /// repo::transaction_on_primary() then waits for its commit LSN. Call before add_procedures().
+    void add_transaction(std::string name, primary_transaction_fn fn);
+    /// Adds the procedures behind the named transactions to a node's registry.
+    void add_procedures(rpc::procedure_registry& procedures);
+
+    // rpc::write_executor: runs on the primary of the database named in the request.
+    asio::awaitable<rpc::write_result> execute(std::vector<rpc::statement> statements) override;
+    asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin() override;
+
+    /// Internal: the repos of this process register their primary pools here.
+    detail::primary_service_impl& impl() noexcept { return *impl_; }
+
+  private:
+    std::unique_ptr<detail::primary_service_impl> impl_;
+};
+
+/// An interactive transaction on the primary from any region; see repo::begin_on_primary().
+class primary_transaction {
+  public:
+    primary_transaction(primary_transaction&&) noexcept;
+    primary_transaction& operator=(primary_transaction&&) noexcept;
+    /// Rolls back if neither committed nor rolled back.
+    ~primary_transaction();
+
+    asio::awaitable<pg::result> execute(std::string sql, pg::params parameters = {});
+    /// Commits, then waits for the local replica as a write does.
+    asio::awaitable<write_result> commit();
+    asio::awaitable<void> rollback();
+
+  private:
+    friend class repo;
+    struct state;
+    explicit primary_transaction(std::unique_ptr<state> s);
+    std::unique_ptr<state> state_;
+};
+
+/// The repo. Use it from coroutines on its executor's thread.
+class repo {
+  public:
+    /// Opens nothing yet (connections are made on first use). Throws flypg::error
+    /// (errc::invalid_argument) naming a missing or malformed option.
+    repo(asio::any_io_executor executor,
+         rpc::node& node,
+         std::shared_ptr<primary_service> service,
+         repo_options options);
+    ~repo();
+    repo(const repo&) = delete;
+    repo& operator=(const repo&) = delete;
+
+    /// The replication tracker's loop; spawn once, stop by cancellation. Returns at once in the
+    /// primary region.
+    asio::awaitable<void> run();
+
+    // Reads, on the local database.
+
+    /// Runs a read. On a replica, a write here fails with errc::use_execute_for_writes.
+    asio::awaitable<pg::result> query(std::string sql, pg::params parameters = {});
+    /// Runs a read expected to return at most one row; more is errc::out_of_range.
+    asio::awaitable<std::optional<pg::result>> query_one(std::string sql, pg::params parameters = {});
+    /// SELECT * FROM table WHERE key columns = values (composite keys allowed).
+    asio::awaitable<pg::result> get(sql::qualified_name table, sql::column_values key);
+    /// Whether a row matches `filter` (empty: any row).
+    asio::awaitable<bool> exists(sql::qualified_name table, sql::where filter = {});
+    /// Rows matching `filter` (empty: all rows).
+    asio::awaitable<std::int64_t> count(sql::qualified_name table, sql::where filter = {});
+    /// Runs `body` in a read-only REPEATABLE READ transaction on the local database: every read in
+    /// it sees one consistent snapshot.
+    template <class T>
+    asio::awaitable<T> read_transaction(std::function<asio::awaitable<T>(pg::connection&)> body) {
+        pg::pooled_connection conn = co_await begin_read_transaction();
+        T value = co_await body(*conn);
+        co_await conn->query("COMMIT");
+        co_return value;
+    }
+
+    // Writes, on the primary.
+
+    /// INSERT ... RETURNING *: rows() holds the inserted row.
+    asio::awaitable<write_result> insert(sql::qualified_name table,
+                                         sql::column_values row,
+                                         write_options options = {});
+    /// Many rows in as few statements as PostgreSQL's parameter limit allows, as one transaction.
+    asio::awaitable<write_result> insert_many(sql::qualified_name table,
+                                              std::vector<std::string> columns,
+                                              std::vector<pg::params> rows,
+                                              write_options options = {});
+    /// UPDATE ... WHERE key RETURNING *.
+    asio::awaitable<write_result> update(sql::qualified_name table,
+                                         sql::column_values key,
+                                         sql::column_values set,
+                                         write_options options = {});
+    /// UPDATE ... WHERE filter; affected_rows() counts them.
+    asio::awaitable<write_result> update_many(sql::qualified_name table,
+                                              sql::column_values set,
+                                              sql::where filter,
+                                              write_options options = {});
+    /// DELETE ... WHERE key RETURNING *.
+    asio::awaitable<write_result> remove(sql::qualified_name table,
+                                         sql::column_values key,
+                                         write_options options = {});
+    /// DELETE ... WHERE filter (an empty filter deletes every row).
+    asio::awaitable<write_result> remove_many(sql::qualified_name table,
+                                              sql::where filter,
+                                              write_options options = {});
+    /// INSERT ... ON CONFLICT (conflict_columns) DO UPDATE SET the other columns RETURNING *.
+    asio::awaitable<write_result> upsert(sql::qualified_name table,
+                                         sql::column_values row,
+                                         std::vector<std::string> conflict_columns,
+                                         write_options options = {});
+    /// Raw SQL write (or any statement that must run on the primary).
+    asio::awaitable<write_result> execute(std::string sql,
+                                          pg::params parameters = {},
+                                          write_options options = {});
+    /// Several statements as one transaction on the primary, in one round trip.
+    asio::awaitable<write_result> execute_all(std::vector<pg::statement> statements,
+                                              write_options options = {});
+
+    /// Runs the named transaction `name` (primary_service::add_transaction) on the primary, then
+    /// waits for its LSN. Returns what the transaction returned.
+    asio::awaitable<std::vector<rpc::value>> transaction_on_primary(std::string name,
+                                                                    std::vector<rpc::value> args,
+                                                                    write_options options = {});
+    /// Opens an interactive transaction on the primary (over RPC outside the primary region).
+    asio::awaitable<primary_transaction> begin_on_primary(write_options options = {});
+
+    /// Waits until the local replica has replayed `target` (what every awaited write does).
+    asio::awaitable<void> wait_for_replication(lsn target,
+                                               std::optional<std::chrono::milliseconds> timeout = {});
+
+    const repo_options& options() const noexcept;
+    /// Whether this node is in the primary region (re-read on every call, as fly_rpc does).
+    bool is_primary() const;
+    pg::pool& local_pool() noexcept;
+    replication::tracker_stats tracker_stats() const;
+
+    /// Every metric of this repo in Prometheus text format (0.0.4), for a /metrics endpoint: writes
+    /// by route, write and RPC latency, replication wait latency, failures by kind, and snapshots
+    /// of the tracker (waiters, polls, timeouts, ...) and the pools (size, idle, waiters, ...).
+    /// Renders the whole registry, so with a shared registry, call update_metrics() on the other
+    /// repos first.
+    std::string render_metrics();
+    /// Copies the tracker's and pools' current counters into the registry.
+    void update_metrics();
+    metrics::registry& metrics() noexcept;
+
+    /// Callback form of execute(), for code that does not use coroutines.
+    template <class CompletionToken>
+    auto execute(std::string sql, pg::params parameters, write_options options, CompletionToken&& token) {
+        return asio::co_spawn(executor(),
+                              execute(std::move(sql), std::move(parameters), options),
+                              std::forward<CompletionToken>(token));
+    }
+    /// Callback form of query().
+    template <class CompletionToken>
+    auto query(std::string sql, pg::params parameters, CompletionToken&& token) {
+        return asio::co_spawn(
+            executor(), query(std::move(sql), std::move(parameters)), std::forward<CompletionToken>(token));
+    }
+
+    asio::any_io_executor executor() const noexcept;
+
+  private:
+    asio::awaitable<pg::pooled_connection> begin_read_transaction();
+    std::unique_ptr<detail::repo_impl> impl_;
+};
+
+}  // namespace flypg

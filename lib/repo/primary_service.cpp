@@ -1,0 +1,105 @@
+#include "flypg/repo.hpp"
+#include "repo/primary_service_impl.hpp"
+
+namespace flypg {
+namespace detail {
+
+void primary_service_impl::add_database(const std::string& name, std::shared_ptr<pg::pool> primary) {
+    if (databases_.contains(name))
+        throw_error(errc::invalid_argument,
+                    "database \"" + name + "\" is already registered in this process");
+    databases_.emplace(name, std::make_unique<primary_writes>(std::move(primary)));
+}
+
+void primary_service_impl::remove_database(const std::string& name) noexcept {
+    databases_.erase(name);
+}
+
+primary_writes& primary_service_impl::database(const std::string& name) {
+    auto found = databases_.find(name);
+    if (found == databases_.end())
+        throw_error(
+            errc::invalid_argument,
+            "no primary database \"" + name + "\" on this node (is its repo created with a primary_url?)");
+    return *found->second;
+}
+
+primary_writes& primary_service_impl::only_database() {
+    if (databases_.size() != 1)
+        throw_error(errc::invalid_argument,
+                    "this node serves " + std::to_string(databases_.size()) +
+                        " primary databases; a forwarded write must name one");
+    return *databases_.begin()->second;
+}
+
+void primary_service_impl::add_transaction(std::string name, primary_transaction_fn fn) {
+    if (name.empty() || !fn)
+        throw_error(errc::invalid_argument, "a named transaction needs a name and a function");
+    if (transactions_.contains(name))
+        throw_error(errc::invalid_argument, "transaction \"" + name + "\" is already registered");
+    transactions_.emplace(std::move(name), std::move(fn));
+}
+
+asio::awaitable<std::pair<std::vector<rpc::value>, std::uint64_t>> primary_service_impl::run_transaction(
+    const std::string& database_name, const std::string& name, std::vector<rpc::value> args) {
+    auto found = transactions_.find(name);
+    if (found == transactions_.end())
+        throw_error(errc::procedure_error,
+                    "no transaction named \"" + name + "\" is registered on the primary node");
+    primary_writes& db = database(database_name);
+    pg::pooled_connection conn = co_await db.pool().acquire();
+    co_await begin_synchronous(*conn);
+    // If the body throws, the connection goes back inside the transaction; the pool closes it and
+    // the server rolls the transaction back.
+    std::vector<rpc::value> results = co_await found->second(*conn, std::move(args));
+    const lsn commit_lsn = co_await commit_and_read_lsn(*conn);
+    co_return std::make_pair(std::move(results), commit_lsn.value());
+}
+
+}  // namespace detail
+
+primary_service::primary_service() : impl_(std::make_unique<detail::primary_service_impl>()) {}
+primary_service::~primary_service() = default;
+
+void primary_service::add_transaction(std::string name, primary_transaction_fn fn) {
+    impl_->add_transaction(std::move(name), std::move(fn));
+}
+
+namespace {
+
+// A free coroutine, not a capturing lambda: its frame owns copies of its arguments, so it does not
+// depend on the lifetime of the std::function that started it.
+asio::awaitable<std::vector<rpc::value>> serve_transaction(detail::primary_service_impl* impl,
+                                                           std::vector<rpc::value> args) {
+    if (args.size() < 2 || !std::holds_alternative<std::string>(args[0]) ||
+        !std::holds_alternative<std::string>(args[1]))
+        throw_error(errc::invalid_argument,
+                    "flypg.transaction takes the database and transaction names first");
+    const std::string database = std::get<std::string>(args[0]);
+    const std::string name = std::get<std::string>(args[1]);
+    args.erase(args.begin(), args.begin() + 2);
+    auto [results, commit_lsn] = co_await impl->run_transaction(database, name, std::move(args));
+    std::vector<rpc::value> reply;
+    reply.reserve(results.size() + 1);
+    reply.emplace_back(std::in_place_type<std::int64_t>, static_cast<std::int64_t>(commit_lsn));
+    for (rpc::value& v : results) reply.push_back(std::move(v));
+    co_return reply;
+}
+
+}  // namespace
+
+void primary_service::add_procedures(rpc::procedure_registry& procedures) {
+    detail::primary_service_impl* impl = impl_.get();
+    procedures.add(detail::transaction_procedure,
+                   [impl](std::vector<rpc::value> args) { return serve_transaction(impl, std::move(args)); });
+}
+
+asio::awaitable<rpc::write_result> primary_service::execute(std::vector<rpc::statement> statements) {
+    co_return co_await impl_->only_database().execute(std::move(statements));
+}
+
+asio::awaitable<std::unique_ptr<rpc::transaction_session>> primary_service::begin() {
+    co_return co_await impl_->only_database().begin();
+}
+
+}  // namespace flypg

@@ -1,0 +1,38 @@
+// The state behind flypg::primary_service: the primary pools of this process's repos, by database
+// name, and the named transactions.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "flypg/repo.hpp"
+#include "repo/primary_writes.hpp"
+
+namespace flypg::detail {
+
+/// The procedure through which other regions run named transactions:
+/// args = [database, transaction name, the transaction's own args...];
+/// results = [commit LSN as int64, the transaction's own results...].
+inline constexpr const char* transaction_procedure = "flypg.transaction";
+
+class primary_service_impl {
+  public:
+    void add_database(const std::string& name, std::shared_ptr<pg::pool> primary);
+    void remove_database(const std::string& name) noexcept;
+    /// The primary writes of `database`; throws errc::invalid_argument naming an unknown database.
+    primary_writes& database(const std::string& name);
+    /// The only database, for requests that carry no name. Throws when there are none or several.
+    primary_writes& only_database();
+
+    void add_transaction(std::string name, primary_transaction_fn fn);
+    /// Runs a named transaction on `database`'s primary; returns its results and commit LSN.
+    asio::awaitable<std::pair<std::vector<rpc::value>, std::uint64_t>> run_transaction(
+        const std::string& database, const std::string& name, std::vector<rpc::value> args);
+
+  private:
+    std::map<std::string, std::unique_ptr<primary_writes>, std::less<>> databases_;
+    std::map<std::string, primary_transaction_fn, std::less<>> transactions_;
+};
+
+}  // namespace flypg::detail

@@ -1,0 +1,508 @@
+#include "flypg/repo.hpp"
+
+#include "flypg/replication/commit_lsn.hpp"
+#include "flypg/replication/pg_replay_source.hpp"
+#include "flypg/replication/tracker.hpp"
+#include "repo/primary_service_impl.hpp"
+#include "repo/rpc_conversion.hpp"
+
+namespace flypg {
+namespace detail {
+
+// The repo's own metrics; references into the registry, resolved once.
+struct repo_metrics {
+    repo_metrics(metrics::registry& r, const std::string& database);
+
+    metrics::registry& registry;
+    metrics::labels labels;
+    metrics::counter& writes_local;
+    metrics::counter& writes_forwarded;
+    metrics::histogram& write_seconds_local;
+    metrics::histogram& write_seconds_forwarded;
+    metrics::histogram& rpc_seconds;
+    metrics::histogram& wait_seconds;
+
+    /// Counts a failed write by kind: what a dashboard needs to tell "the SQL was wrong" from
+    /// "the primary region is unreachable" from "the replica is slow".
+    void count_failure(const std::error_code& ec);
+    /// Sets a counter that mirrors a snapshot total.
+    void mirror(std::string_view name, std::string_view help, std::uint64_t total);
+    void gauge(std::string_view name, std::string_view help, double value);
+};
+
+class repo_impl {
+  public:
+    repo_impl(asio::any_io_executor ex,
+              rpc::node& node,
+              std::shared_ptr<primary_service> service,
+              repo_options opts);
+    ~repo_impl();
+
+    asio::any_io_executor executor;
+    rpc::node& node;
+    std::shared_ptr<primary_service> service;
+    repo_options options;
+    std::shared_ptr<pg::pool> local;
+    std::shared_ptr<pg::pool> primary;  // null on nodes that were given no primary_url
+    replication::tracker tracker;
+    std::shared_ptr<metrics::registry> registry;
+    repo_metrics measures;
+
+    struct effective_options {
+        await_replication await;
+        std::chrono::milliseconds rpc_timeout;
+        std::chrono::milliseconds replication_timeout;
+    };
+    effective_options resolve(const write_options& o) const {
+        return {o.await.value_or(options.await),
+                o.rpc_timeout.value_or(options.rpc_timeout),
+                o.replication_timeout.value_or(options.replication_timeout)};
+    }
+
+    /// Runs a write where it belongs and waits as asked; records it in the metrics.
+    asio::awaitable<write_result> write(std::vector<pg::statement> statements, write_options o);
+    asio::awaitable<write_result> route_write(std::vector<pg::statement> statements, write_options o);
+    asio::awaitable<void> wait(lsn target, std::chrono::milliseconds timeout);
+    pg::pool& primary_pool();
+};
+
+}  // namespace detail
+
+namespace {
+
+pg::pool_options pool_options_for(const std::string& url,
+                                  std::size_t size,
+                                  std::vector<std::string> settings) {
+    pg::pool_options o;
+    o.connection.conninfo = url;
+    o.connection.session_settings = std::move(settings);
+    o.max_size = size;
+    return o;
+}
+
+std::vector<std::string> local_settings(local_mode mode) {
+    if (mode == local_mode::read_only) return {"SET default_transaction_read_only = on"};
+    return {};
+}
+
+void validate(const repo_options& o) {
+    if (o.name.empty()) throw_error(errc::invalid_argument, "repo_options.name is empty");
+    if (o.local_url.empty())
+        throw_error(errc::invalid_argument, "repo_options.local_url is empty (database \"" + o.name + "\")");
+    if (o.pool_size == 0) throw_error(errc::invalid_argument, "repo_options.pool_size must be at least 1");
+}
+
+std::unique_ptr<replication::replay_source> replay_source_for(const asio::any_io_executor& ex,
+                                                              const repo_options& o) {
+    replication::pg_replay_source_options source;
+    source.connect.conninfo = o.local_url;
+    return replication::make_pg_replay_source(ex, std::move(source));
+}
+
+}  // namespace
+
+namespace detail {
+
+repo_impl::repo_impl(asio::any_io_executor ex,
+                     rpc::node& n,
+                     std::shared_ptr<primary_service> s,
+                     repo_options opts)
+    : executor(ex),
+      node(n),
+      service(std::move(s)),
+      options((validate(opts), std::move(opts))),
+      local(std::make_shared<pg::pool>(
+          executor, pool_options_for(options.local_url, options.pool_size, local_settings(options.local)))),
+      tracker(executor, replay_source_for(executor, options), options.tracker),
+      registry(options.metrics ? options.metrics : std::make_shared<metrics::registry>()),
+      measures(*registry, options.name) {
+    if (options.primary_url.empty() && node.is_primary()) options.primary_url = options.local_url;
+    if (!options.primary_url.empty()) {
+        primary = std::make_shared<pg::pool>(executor,
+                                             pool_options_for(options.primary_url, options.pool_size, {}));
+        if (service) service->impl().add_database(options.name, primary);
+    }
+}
+
+repo_impl::~repo_impl() {
+    if (primary && service) service->impl().remove_database(options.name);
+}
+
+pg::pool& repo_impl::primary_pool() {
+    if (!primary)
+        throw_error(errc::invalid_argument,
+                    "database \"" + options.name +
+                        "\": this node is in the primary region but its repo has no "
+                        "primary_url");
+    return *primary;
+}
+
+asio::awaitable<void> repo_impl::wait(lsn target, std::chrono::milliseconds timeout) {
+    const std::optional<replication::tracker::duration> deadline(timeout);
+    const auto started = std::chrono::steady_clock::now();
+    co_await tracker.wait_for(target, deadline);
+    measures.wait_seconds.observe(std::chrono::steady_clock::now() - started);
+}
+
+repo_metrics::repo_metrics(metrics::registry& r, const std::string& database)
+    : registry(r),
+      labels{{"database", database}},
+      writes_local(r.counter("flypg_writes_total",
+                             "Acknowledged writes, by where they ran",
+                             {{"database", database}, {"route", "local_primary"}})),
+      writes_forwarded(r.counter("flypg_writes_total",
+                                 "Acknowledged writes, by where they ran",
+                                 {{"database", database}, {"route", "forwarded"}})),
+      write_seconds_local(r.histogram("flypg_write_seconds",
+                                      "Write latency as the caller sees it, wait included",
+                                      metrics::latency_buckets(),
+                                      {{"database", database}, {"route", "local_primary"}})),
+      write_seconds_forwarded(r.histogram("flypg_write_seconds",
+                                          "Write latency as the caller sees it, wait included",
+                                          metrics::latency_buckets(),
+                                          {{"database", database}, {"route", "forwarded"}})),
+      rpc_seconds(r.histogram("flypg_rpc_seconds",
+                              "Round trip of forwarded writes to the primary region",
+                              metrics::latency_buckets(),
+                              {{"database", database}})),
+      wait_seconds(r.histogram("flypg_replication_wait_seconds",
+                               "Time from the primary's answer until the local replica replayed the write",
+                               metrics::latency_buckets(),
+                               {{"database", database}})) {}
+
+void repo_metrics::count_failure(const std::error_code& ec) {
+    const char* kind = "other";
+    if (ec.category() == sqlstate_category())
+        kind = "sql";
+    else if (ec == errc::outcome_unknown)
+        kind = "outcome_unknown";
+    else if (ec == errc::committed_not_replicated)
+        kind = "committed_not_replicated";
+    else if (ec == errc::no_node_in_region)
+        kind = "no_primary_node";
+    else if (ec == errc::timeout)
+        kind = "timeout";
+    else if (ec == condition::connection_error || ec == errc::transport_error)
+        kind = "connection";
+    metrics::labels by_kind = labels;
+    by_kind.emplace_back("kind", kind);
+    registry.counter("flypg_write_failures_total", "Writes that failed, by kind", by_kind).inc();
+}
+
+void repo_metrics::mirror(std::string_view name, std::string_view help, std::uint64_t total) {
+    metrics::counter& c = registry.counter(name, help, labels);
+    const double now = static_cast<double>(total);
+    if (now > c.value()) c.inc(now - c.value());
+}
+
+void repo_metrics::gauge(std::string_view name, std::string_view help, double value) {
+    registry.gauge(name, help, labels).set(value);
+}
+
+asio::awaitable<write_result> repo_impl::write(std::vector<pg::statement> statements, write_options o) {
+    const auto started = std::chrono::steady_clock::now();
+    std::exception_ptr failure;
+    std::error_code code;
+    try {
+        write_result out = co_await route_write(std::move(statements), o);
+        const auto elapsed = std::chrono::steady_clock::now() - started;
+        const bool forwarded = out.route == write_route::forwarded;
+        (forwarded ? measures.writes_forwarded : measures.writes_local).inc();
+        (forwarded ? measures.write_seconds_forwarded : measures.write_seconds_local).observe(elapsed);
+        co_return out;
+    } catch (const std::system_error& e) {
+        code = e.code();
+        failure = std::current_exception();
+    }
+    measures.count_failure(code);
+    std::rethrow_exception(failure);
+}
+
+asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> statements, write_options o) {
+    const effective_options eff = resolve(o);
+    write_result out;
+    if (node.is_primary()) {
+        // In the primary region: run here, and nothing to wait for (reads go to the primary too).
+        pg::pooled_connection conn = co_await primary_pool().acquire();
+        replication::committed_write done =
+            co_await replication::commit_with_lsn(*conn, std::move(statements));
+        out.results = std::move(done.results);
+        out.commit_lsn = done.commit_lsn;
+        out.route = write_route::local_primary;
+        out.replicated = true;
+        co_return out;
+    }
+    std::vector<rpc::statement> forwarded;
+    forwarded.reserve(statements.size());
+    for (pg::statement& s : statements) forwarded.push_back({std::move(s.sql), to_rpc_values(s.params)});
+    rpc::call_options call;
+    call.timeout = eff.rpc_timeout;
+    const auto sent = std::chrono::steady_clock::now();
+    rpc::write_result reply = co_await node.forward_write(std::move(forwarded), call);
+    measures.rpc_seconds.observe(std::chrono::steady_clock::now() - sent);
+    out.results.reserve(reply.results.size());
+    for (const rpc::statement_result& r : reply.results) out.results.push_back(to_pg_result(r));
+    out.commit_lsn = lsn::from_value(reply.commit_lsn);
+    out.route = write_route::forwarded;
+    if (eff.await == await_replication::yes) {
+        co_await wait(out.commit_lsn, eff.replication_timeout);
+        out.replicated = true;
+    }
+    co_return out;
+}
+
+}  // namespace detail
+
+std::int64_t write_result::affected_rows() const noexcept {
+    std::int64_t total = 0;
+    for (const pg::result& r : results) total += r.affected_rows();
+    return total;
+}
+
+repo::repo(asio::any_io_executor executor,
+           rpc::node& node,
+           std::shared_ptr<primary_service> service,
+           repo_options options)
+    : impl_(std::make_unique<detail::repo_impl>(
+          std::move(executor), node, std::move(service), std::move(options))) {}
+
+repo::~repo() = default;
+
+asio::awaitable<void> repo::run() {
+    co_await impl_->tracker.run();
+}
+
+asio::awaitable<pg::result> repo::query(std::string sql, pg::params parameters) {
+    std::optional<diagnostics> write_on_replica;
+    try {
+        co_return co_await impl_->local->query(std::move(sql), std::move(parameters));
+    } catch (const flypg::error& e) {
+        if (e.code() != sqlstate("25006") || is_primary()) throw;
+        write_on_replica = e.diag();
+    }
+    // fly_postgres runs raw writes given to its query() on the replica, where they fail obscurely.
+    diagnostics diag = std::move(*write_on_replica);
+    diag.library_message = "database \"" + impl_->options.name +
+                           "\": query() runs on the local replica, which is read-only; send writes with "
+                           "execute() (or insert/update/remove), which run them on the primary";
+    throw flypg::error(errc::use_execute_for_writes, std::move(diag));
+}
+
+asio::awaitable<std::optional<pg::result>> repo::query_one(std::string sql, pg::params parameters) {
+    pg::result r = co_await query(sql, std::move(parameters));
+    if (r.size() > 1)
+        throw_error(errc::out_of_range,
+                    "query_one expected at most one row, got " + std::to_string(r.size()) + ": " + sql);
+    if (r.empty()) co_return std::nullopt;
+    co_return r;
+}
+
+asio::awaitable<pg::result> repo::get(sql::qualified_name table, sql::column_values key) {
+    pg::statement s = sql::select_by_key(table, std::move(key));
+    co_return co_await query(std::move(s.sql), std::move(s.params));
+}
+
+asio::awaitable<bool> repo::exists(sql::qualified_name table, sql::where filter) {
+    pg::statement s = sql::exists(table, std::move(filter));
+    pg::result r = co_await query(std::move(s.sql), std::move(s.params));
+    co_return r.at(0).get<bool>(0);
+}
+
+asio::awaitable<std::int64_t> repo::count(sql::qualified_name table, sql::where filter) {
+    pg::statement s = sql::count(table, std::move(filter));
+    pg::result r = co_await query(std::move(s.sql), std::move(s.params));
+    co_return r.at(0).get<std::int64_t>(0);
+}
+
+asio::awaitable<pg::pooled_connection> repo::begin_read_transaction() {
+    pg::pooled_connection conn = co_await impl_->local->acquire();
+    co_await conn->query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    co_return conn;
+}
+
+namespace {
+
+std::vector<pg::statement> one(pg::statement s) {
+    std::vector<pg::statement> v;
+    v.push_back(std::move(s));
+    return v;
+}
+
+}  // namespace
+
+asio::awaitable<write_result> repo::insert(sql::qualified_name table,
+                                           sql::column_values row,
+                                           write_options options) {
+    co_return co_await impl_->write(one(sql::insert(table, std::move(row))), options);
+}
+
+asio::awaitable<write_result> repo::insert_many(sql::qualified_name table,
+                                                std::vector<std::string> columns,
+                                                std::vector<pg::params> rows,
+                                                write_options options) {
+    co_return co_await impl_->write(sql::insert_many_batches(table, std::move(columns), std::move(rows)),
+                                    options);
+}
+
+asio::awaitable<write_result> repo::update(sql::qualified_name table,
+                                           sql::column_values key,
+                                           sql::column_values set,
+                                           write_options options) {
+    co_return co_await impl_->write(one(sql::update_by_key(table, std::move(key), std::move(set))), options);
+}
+
+asio::awaitable<write_result> repo::update_many(sql::qualified_name table,
+                                                sql::column_values set,
+                                                sql::where filter,
+                                                write_options options) {
+    co_return co_await impl_->write(one(sql::update_many(table, std::move(set), std::move(filter))), options);
+}
+
+asio::awaitable<write_result> repo::remove(sql::qualified_name table,
+                                           sql::column_values key,
+                                           write_options options) {
+    co_return co_await impl_->write(one(sql::delete_by_key(table, std::move(key))), options);
+}
+
+asio::awaitable<write_result> repo::remove_many(sql::qualified_name table,
+                                                sql::where filter,
+                                                write_options options) {
+    co_return co_await impl_->write(one(sql::delete_many(table, std::move(filter))), options);
+}
+
+asio::awaitable<write_result> repo::upsert(sql::qualified_name table,
+                                           sql::column_values row,
+                                           std::vector<std::string> conflict_columns,
+                                           write_options options) {
+    co_return co_await impl_->write(one(sql::upsert(table, std::move(row), std::move(conflict_columns))),
+                                    options);
+}
+
+asio::awaitable<write_result> repo::execute(std::string sql, pg::params parameters, write_options options) {
+    pg::statement s{std::move(sql), std::move(parameters)};
+    co_return co_await impl_->write(one(std::move(s)), options);
+}
+
+asio::awaitable<write_result> repo::execute_all(std::vector<pg::statement> statements,
+                                                write_options options) {
+    co_return co_await impl_->write(std::move(statements), options);
+}
+
+asio::awaitable<std::vector<rpc::value>> repo::transaction_on_primary(std::string name,
+                                                                      std::vector<rpc::value> args,
+                                                                      write_options options) {
+    const auto eff = impl_->resolve(options);
+    if (is_primary()) {
+        auto [results, commit_lsn] =
+            co_await impl_->service->impl().run_transaction(impl_->options.name, name, std::move(args));
+        (void)commit_lsn;
+        co_return results;
+    }
+    args.insert(args.begin(), rpc::value(name));
+    args.insert(args.begin(), rpc::value(impl_->options.name));
+    rpc::call_options call;
+    call.timeout = eff.rpc_timeout;
+    std::vector<rpc::value> reply =
+        co_await impl_->node.call_primary(detail::transaction_procedure, std::move(args), call);
+    if (reply.empty() || !std::holds_alternative<std::int64_t>(reply.front()))
+        throw_error(errc::protocol_error, "flypg.transaction answered without a commit LSN");
+    const lsn commit = lsn::from_value(static_cast<std::uint64_t>(std::get<std::int64_t>(reply.front())));
+    reply.erase(reply.begin());
+    if (eff.await == await_replication::yes) co_await impl_->wait(commit, eff.replication_timeout);
+    co_return reply;
+}
+
+struct primary_transaction::state {
+    detail::repo_impl* repo = nullptr;
+    write_options options;
+    std::unique_ptr<rpc::transaction_session> local;  // in the primary region
+    std::optional<rpc::transaction> remote;           // elsewhere
+    bool finished = false;
+};
+
+primary_transaction::primary_transaction(std::unique_ptr<state> s) : state_(std::move(s)) {}
+primary_transaction::primary_transaction(primary_transaction&&) noexcept = default;
+primary_transaction& primary_transaction::operator=(primary_transaction&&) noexcept = default;
+// An unfinished transaction rolls back by itself: a local session gives its connection back inside
+// the transaction (the pool closes it), a remote one drops its capability (the peer rolls back).
+primary_transaction::~primary_transaction() = default;
+
+asio::awaitable<pg::result> primary_transaction::execute(std::string sql, pg::params parameters) {
+    if (state_->finished) throw_error(errc::invalid_argument, "the transaction is already finished");
+    rpc::statement stmt{std::move(sql), detail::to_rpc_values(parameters)};
+    // Two statements, not one ?: with a co_await in each branch: g++ 12 miscompiles that.
+    rpc::statement_result r;
+    if (state_->local)
+        r = co_await state_->local->execute(std::move(stmt));
+    else
+        r = co_await state_->remote->execute(std::move(stmt));
+    co_return detail::to_pg_result(r);
+}
+
+asio::awaitable<write_result> primary_transaction::commit() {
+    if (state_->finished) throw_error(errc::invalid_argument, "the transaction is already finished");
+    state_->finished = true;
+    write_result out;
+    if (state_->local) {
+        out.commit_lsn = lsn::from_value(co_await state_->local->commit());
+        out.route = write_route::local_primary;
+        out.replicated = true;
+        co_return out;
+    }
+    out.commit_lsn = lsn::from_value(co_await state_->remote->commit());
+    out.route = write_route::forwarded;
+    const auto eff = state_->repo->resolve(state_->options);
+    if (eff.await == await_replication::yes) {
+        co_await state_->repo->wait(out.commit_lsn, eff.replication_timeout);
+        out.replicated = true;
+    }
+    co_return out;
+}
+
+asio::awaitable<void> primary_transaction::rollback() {
+    if (state_->finished) co_return;
+    state_->finished = true;
+    if (state_->local)
+        co_await state_->local->rollback();
+    else
+        co_await state_->remote->rollback();
+}
+
+asio::awaitable<primary_transaction> repo::begin_on_primary(write_options options) {
+    auto s = std::make_unique<primary_transaction::state>();
+    s->repo = impl_.get();
+    s->options = options;
+    if (is_primary()) {
+        impl_->primary_pool();  // names the problem when there is no primary here
+        detail::primary_writes writes(impl_->primary);
+        s->local = co_await writes.begin();
+    } else {
+        rpc::call_options call;
+        call.timeout = impl_->resolve(options).rpc_timeout;
+        s->remote.emplace(co_await impl_->node.begin_transaction(call));
+    }
+    co_return primary_transaction(std::move(s));
+}
+
+asio::awaitable<void> repo::wait_for_replication(lsn target,
+                                                 std::optional<std::chrono::milliseconds> timeout) {
+    co_await impl_->wait(target, timeout.value_or(impl_->options.replication_timeout));
+}
+
+const repo_options& repo::options() const noexcept {
+    return impl_->options;
+}
+bool repo::is_primary() const {
+    return impl_->node.is_primary();
+}
+pg::pool& repo::local_pool() noexcept {
+    return *impl_->local;
+}
+replication::tracker_stats repo::tracker_stats() const {
+    return impl_->tracker.stats();
+}
+asio::any_io_executor repo::executor() const noexcept {
+    return impl_->executor;
+}
+
+}  // namespace flypg

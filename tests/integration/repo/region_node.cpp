@@ -1,0 +1,129 @@
+// A flypg node with repos in its own process: the other region in the end-to-end tests.
+//
+//   flypg_repo_test_node --region=ams --primary_region=ams --secret=S --peers=host:port,...
+//                        --databases=main=<url>[;second=<url>]
+//
+// Each database's URL serves as both local and primary URL (this node is meant for the primary
+// region). Registers the named transactions the tests call, prints "LISTENING <port> <node_id>"
+// once it listens, logs to stderr, and exits when stdin closes (it never outlives its test).
+#include <unistd.h>
+
+#include <absl/flags/flag.h>
+#include <absl/flags/parse.h>
+#include <absl/strings/str_split.h>
+
+#include <asio.hpp>
+#include <cstdio>
+#include <functional>
+#include <list>
+
+#include "flypg/repo.hpp"
+#include "flypg/rpc/node.hpp"
+
+ABSL_FLAG(std::string, region, "ams", "this node's region");
+ABSL_FLAG(std::string, primary_region, "ams", "the primary region");
+ABSL_FLAG(std::string, secret, "", "cluster secret");
+ABSL_FLAG(std::string, peers, "", "peers, host:port,...");
+ABSL_FLAG(std::string, databases, "", "name=url;name=url");
+
+namespace {
+
+using flypg::rpc::value;
+
+// insert_pair(table, a, b): two rows in one transaction; returns both ids.
+asio::awaitable<std::vector<value>> insert_pair(flypg::pg::connection& conn, std::vector<value> args) {
+    const std::string table = flypg::sql::quote_identifier(std::get<std::string>(args.at(0)));
+    std::vector<value> ids;
+    for (std::size_t i = 1; i <= 2; ++i) {
+        flypg::pg::params p{std::get<std::string>(args.at(i))};
+        flypg::pg::result r =
+            co_await conn.query("INSERT INTO " + table + " (note) VALUES ($1) RETURNING id", std::move(p));
+        ids.emplace_back(r.at(0).get<std::int64_t>(0));
+    }
+    co_return ids;
+}
+
+// sleep_then_insert(table, note, seconds): for a call that is still running when its node dies.
+asio::awaitable<std::vector<value>> sleep_then_insert(flypg::pg::connection& conn, std::vector<value> args) {
+    flypg::pg::params seconds{std::get<double>(args.at(2))};
+    co_await conn.query("SELECT pg_sleep($1)", std::move(seconds));
+    const std::string table = flypg::sql::quote_identifier(std::get<std::string>(args.at(0)));
+    flypg::pg::params note{std::get<std::string>(args.at(1))};
+    co_await conn.query("INSERT INTO " + table + " (note) VALUES ($1)", std::move(note));
+    co_return std::vector<value>{};
+}
+
+// fail_with_duplicate(): raises 23505 inside the transaction, which must roll back.
+asio::awaitable<std::vector<value>> fail_with_duplicate(flypg::pg::connection& conn, std::vector<value>) {
+    co_await conn.query(
+        "DO $$BEGIN RAISE unique_violation USING MESSAGE = 'duplicate from the primary'; END$$");
+    co_return std::vector<value>{};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    absl::ParseCommandLine(argc, argv);
+    auto service = std::make_shared<flypg::primary_service>();
+    service->add_transaction("insert_pair", insert_pair);
+    service->add_transaction("sleep_then_insert", sleep_then_insert);
+    service->add_transaction("fail_with_duplicate", fail_with_duplicate);
+
+    flypg::rpc::node_options options;
+    options.listen_address = "127.0.0.1";
+    options.listen_port = 0;
+    options.region = absl::GetFlag(FLAGS_region);
+    options.primary_region = absl::GetFlag(FLAGS_primary_region);
+    options.cluster_secret = absl::GetFlag(FLAGS_secret);
+    const std::vector<std::string> peers = absl::StrSplit(absl::GetFlag(FLAGS_peers), ',', absl::SkipEmpty());
+    options.peers = peers;
+    options.heartbeat_interval = std::chrono::milliseconds(200);
+    options.reconnect_min = std::chrono::milliseconds(20);
+    options.reconnect_max = std::chrono::milliseconds(200);
+    options.writes = service;
+    options.log = [](flypg::rpc::log_level, std::string_view text) {
+        std::fprintf(stderr, "[region node] %.*s\n", static_cast<int>(text.size()), text.data());
+    };
+    service->add_procedures(options.procedures);
+
+    asio::io_context io;
+    try {
+        flypg::rpc::node node = flypg::rpc::node::create(io, std::move(options));
+        std::list<flypg::repo> repos;
+        const std::vector<std::string> databases =
+            absl::StrSplit(absl::GetFlag(FLAGS_databases), ';', absl::SkipEmpty());
+        for (const std::string& entry : databases) {
+            const std::vector<std::string> parts = absl::StrSplit(entry, absl::MaxSplits('=', 1));
+            flypg::repo_options repo_options;
+            repo_options.name = parts.at(0);
+            repo_options.local_url = parts.at(1);
+            repo_options.primary_url = parts.at(1);
+            repos.emplace_back(io.get_executor(), node, service, std::move(repo_options));
+        }
+        asio::cancellation_signal stop;
+        bool finished = false;
+        asio::co_spawn(io, node.run(), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr) {
+                           finished = true;
+                       }));
+        asio::posix::stream_descriptor input(io, ::dup(STDIN_FILENO));
+        std::array<char, 64> sink{};
+        std::function<void(std::error_code, std::size_t)> on_input = [&](std::error_code ec, std::size_t) {
+            if (ec) {
+                stop.emit(asio::cancellation_type::terminal);
+                return;
+            }
+            input.async_read_some(asio::buffer(sink), on_input);
+        };
+        input.async_read_some(asio::buffer(sink), on_input);
+        std::printf(
+            "LISTENING %u %s\n", static_cast<unsigned>(node.local_endpoint().port()), node.node_id().c_str());
+        std::fflush(stdout);
+        while (!finished) io.run_one();
+        input.cancel();
+        io.poll();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "[region node] fatal: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

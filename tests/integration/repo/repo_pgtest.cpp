@@ -1,0 +1,359 @@
+// The repo end to end: this test process is a node of region "syd" reading its replica; a node of
+// the primary region "ams" runs in another process (flypg_repo_test_node) with the primary. Real
+// PostgreSQL primary and streaming replica, real RPC over loopback sockets.
+#include <gtest/gtest.h>
+
+#include <asio.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+
+#include <atomic>
+#include <memory>
+
+#include "child_node.hpp"
+#include "flypg/pg/connection.hpp"
+#include "flypg/replication/wait_result.hpp"
+#include "flypg/repo.hpp"
+#include "support/test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using flypg::test::run;
+
+const std::string secret = "repo-test-secret-0123456789";
+
+std::string table_name() {
+    return "repo_e2e_" + std::to_string(::getpid());
+}
+
+// Creates the test table on the primary and waits until the replica has it.
+void create_table(asio::io_context& io) {
+    run(io, []() -> asio::awaitable<void> {
+        auto ex = co_await asio::this_coro::executor;
+        flypg::pg::connect_options primary_options;
+        primary_options.conninfo = flypg::test::primary_conninfo();
+        flypg::pg::connection primary = co_await flypg::pg::connection::connect(ex, primary_options);
+        co_await primary.query("DROP TABLE IF EXISTS " + table_name());
+        co_await primary.query("CREATE TABLE " + table_name() +
+                               " (id bigserial PRIMARY KEY, note text UNIQUE)");
+        flypg::pg::connect_options replica_options;
+        replica_options.conninfo = flypg::test::replica_conninfo();
+        flypg::pg::connection replica = co_await flypg::pg::connection::connect(ex, replica_options);
+        for (;;) {
+            flypg::pg::params name{table_name()};
+            flypg::pg::result r =
+                co_await replica.query("SELECT to_regclass($1) IS NOT NULL", std::move(name));
+            if (r[0].get<bool>(0)) break;
+            asio::steady_timer t(ex, 5ms);
+            co_await t.async_wait(asio::use_awaitable);
+        }
+    }());
+}
+
+// The replica-region side: a node, a primary_service (unused here, as in any node) and a repo.
+struct replica_region {
+    replica_region(asio::io_context& io, std::vector<std::string> peers, flypg::repo_options extra = {})
+        : io_(io) {
+        flypg::rpc::node_options options;
+        options.listen_address = "127.0.0.1";
+        options.listen_port = 0;
+        options.region = "syd";
+        options.primary_region = "ams";
+        options.cluster_secret = secret;
+        options.peers = std::move(peers);
+        options.reconnect_min = 20ms;
+        options.reconnect_max = 200ms;
+        options.heartbeat_interval = 200ms;
+        options.writes = service;
+        service->add_procedures(options.procedures);
+        node.emplace(flypg::rpc::node::create(io, std::move(options)));
+        if (extra.local_url.empty()) extra.local_url = flypg::test::replica_conninfo();
+        db = std::make_unique<flypg::repo>(io.get_executor(), *node, service, std::move(extra));
+        asio::co_spawn(
+            io, node->run(), asio::bind_cancellation_slot(stop_node.slot(), [this](std::exception_ptr) {
+                node_done = true;
+            }));
+        asio::co_spawn(
+            io, db->run(), asio::bind_cancellation_slot(stop_repo.slot(), [this](std::exception_ptr) {
+                repo_done = true;
+            }));
+    }
+    // Stops the repo's tracker and the node, and lets their coroutines finish before the objects
+    // they use are destroyed.
+    ~replica_region() {
+        stop_repo.emit(asio::cancellation_type::terminal);
+        stop_node.emit(asio::cancellation_type::terminal);
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (!(node_done && repo_done) && std::chrono::steady_clock::now() < deadline) {
+            io_.restart();
+            io_.run_one_for(50ms);
+        }
+        db.reset();
+        node.reset();
+        io_.restart();
+        io_.poll();
+    }
+
+    std::shared_ptr<flypg::primary_service> service = std::make_shared<flypg::primary_service>();
+    std::optional<flypg::rpc::node> node;
+    std::unique_ptr<flypg::repo> db;
+    asio::cancellation_signal stop_node;
+    asio::cancellation_signal stop_repo;
+    asio::io_context& io_;
+    bool node_done = false;
+    bool repo_done = false;
+};
+
+std::vector<std::string> primary_node_args() {
+    return {"--region=ams",
+            "--primary_region=ams",
+            "--secret=" + secret,
+            "--databases=main=" + flypg::test::primary_conninfo()};
+}
+
+class Repo : public ::testing::Test {
+  protected:
+    static void SetUpTestSuite() {
+        asio::io_context io;
+        create_table(io);
+        primary_node = std::make_unique<flypg::rpc::test::child_node>(primary_node_args());
+    }
+    static void TearDownTestSuite() { primary_node.reset(); }
+
+    void SetUp() override {
+        world = std::make_unique<replica_region>(io, std::vector<std::string>{primary_node->address()});
+        run(io, world->node->wait_for_region("ams", 10s));
+    }
+    void TearDown() override { world.reset(); }
+
+    flypg::repo& db() { return *world->db; }
+
+    static std::unique_ptr<flypg::rpc::test::child_node> primary_node;
+    asio::io_context io;
+    std::unique_ptr<replica_region> world;
+};
+
+std::unique_ptr<flypg::rpc::test::child_node> Repo::primary_node;
+
+template <class F>
+std::error_code error_of(asio::io_context& io, F make_task) {
+    try {
+        run(io, make_task());
+    } catch (const flypg::error& e) {
+        return e.code();
+    }
+    return {};
+}
+
+TEST_F(Repo, WritesAreForwardedAndReadableRightAfterFromManyCoroutines) {
+    constexpr int coroutines = 40;
+    constexpr int writes_each = 50;
+    int stale = 0;
+    int written = 0;
+    run(
+        io,
+        [&]() -> asio::awaitable<void> {
+            auto writer = [&](int worker) -> asio::awaitable<void> {
+                for (int i = 0; i < writes_each; ++i) {
+                    flypg::sql::column_values row{
+                        {"note", "ryw " + std::to_string(worker) + "/" + std::to_string(i)}};
+                    flypg::write_result w = co_await db().insert(table_name(), std::move(row));
+                    EXPECT_EQ(w.route, flypg::write_route::forwarded);
+                    EXPECT_TRUE(w.replicated);
+                    flypg::sql::column_values key{{"id", w.rows().at(0).get<std::int64_t>("id")}};
+                    flypg::pg::result r = co_await db().get(table_name(), std::move(key));
+                    if (r.size() != 1) ++stale;
+                    ++written;
+                }
+            };
+            std::vector<asio::awaitable<void>> tasks;
+            using namespace asio::experimental::awaitable_operators;
+            for (int w = 0; w < coroutines; w += 4)
+                co_await (writer(w) && writer(w + 1) && writer(w + 2) && writer(w + 3));
+        }(),
+        300s);
+    EXPECT_EQ(written, coroutines * writes_each);
+    EXPECT_EQ(stale, 0) << "stale reads after an acknowledged, awaited write";
+}
+
+TEST_F(Repo, SqlErrorFromThePrimaryKeepsItsSqlstate) {
+    const std::string note = "duplicate " + std::to_string(::getpid());
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::sql::column_values first{{"note", note}};
+        co_await db().insert(table_name(), std::move(first));
+    }());
+    const std::error_code ec = error_of(io, [&]() -> asio::awaitable<void> {
+        flypg::sql::column_values again{{"note", note}};
+        co_await db().insert(table_name(), std::move(again));
+    });
+    EXPECT_EQ(ec, flypg::sqlstate("23505"));
+}
+
+TEST_F(Repo, RawWriteSentToQueryOnAReplicaSaysToUseExecute) {
+    try {
+        run(io, db().query("INSERT INTO " + table_name() + " (note) VALUES ('via query')"));
+        FAIL() << "a write through query() succeeded on the replica";
+    } catch (const flypg::error& e) {
+        EXPECT_EQ(e.code(), flypg::errc::use_execute_for_writes);
+        EXPECT_NE(std::string(e.what()).find("execute()"), std::string::npos) << e.what();
+    }
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::pg::params note{std::string("via execute")};
+        flypg::write_result w =
+            co_await db().execute("INSERT INTO " + table_name() + " (note) VALUES ($1)", std::move(note));
+        EXPECT_EQ(w.affected_rows(), 1);
+        flypg::sql::where filter("note = $1", flypg::pg::params{std::string("via execute")});
+        EXPECT_EQ(co_await db().count(table_name(), std::move(filter)), 1);
+    }());
+}
+
+TEST_F(Repo, CrudRoundTrip) {
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::sql::column_values row{{"note", std::string("crud original")}};
+        flypg::write_result inserted = co_await db().insert(table_name(), std::move(row));
+        const std::int64_t id = inserted.rows().at(0).get<std::int64_t>("id");
+        flypg::sql::column_values key{{"id", id}};
+        flypg::sql::column_values set{{"note", std::string("crud updated")}};
+        flypg::write_result updated = co_await db().update(table_name(), key, std::move(set));
+        EXPECT_EQ(updated.rows().at(0).get<std::string>("note"), "crud updated");
+        flypg::pg::result seen = co_await db().get(table_name(), key);
+        EXPECT_EQ(seen.at(0).get<std::string>("note"), "crud updated");
+        flypg::sql::column_values up{{"id", id}, {"note", std::string("crud upserted")}};
+        std::vector<std::string> conflict{"id"};
+        co_await db().upsert(table_name(), std::move(up), std::move(conflict));
+        seen = co_await db().get(table_name(), key);
+        EXPECT_EQ(seen.at(0).get<std::string>("note"), "crud upserted");
+        co_await db().remove(table_name(), key);
+        flypg::sql::where by_id("id = $1", flypg::pg::params{id});
+        EXPECT_FALSE(co_await db().exists(table_name(), std::move(by_id)));
+    }());
+}
+
+TEST_F(Repo, InsertManyAndUpdateManyAndRemoveMany) {
+    const std::string tag = "bulk " + std::to_string(::getpid()) + " ";
+    run(io, [&]() -> asio::awaitable<void> {
+        std::vector<flypg::pg::params> rows;
+        for (int i = 0; i < 300; ++i) rows.push_back(flypg::pg::params{tag + std::to_string(i)});
+        std::vector<std::string> columns{"note"};
+        flypg::write_result w = co_await db().insert_many(table_name(), std::move(columns), std::move(rows));
+        EXPECT_EQ(w.affected_rows(), 300);
+        flypg::sql::where like("note LIKE $1", flypg::pg::params{tag + "%"});
+        EXPECT_EQ(co_await db().count(table_name(), like), 300);
+        flypg::sql::column_values set{{"note", nullptr}};
+        flypg::sql::where one_row("note = $1", flypg::pg::params{tag + "7"});
+        flypg::write_result cleared =
+            co_await db().update_many(table_name(), std::move(set), std::move(one_row));
+        EXPECT_EQ(cleared.affected_rows(), 1);
+        flypg::write_result removed = co_await db().remove_many(table_name(), like);
+        EXPECT_EQ(removed.affected_rows(), 299);
+        EXPECT_EQ(co_await db().count(table_name(), like), 0);
+    }());
+}
+
+TEST_F(Repo, NamedTransactionRunsOnThePrimaryThenWaits) {
+    run(io, [&]() -> asio::awaitable<void> {
+        std::vector<flypg::rpc::value> args{table_name(),
+                                            std::string("pair a ") + std::to_string(::getpid()),
+                                            std::string("pair b ") + std::to_string(::getpid())};
+        std::vector<flypg::rpc::value> ids =
+            co_await db().transaction_on_primary("insert_pair", std::move(args));
+        EXPECT_EQ(ids.size(), 2u);
+        for (const flypg::rpc::value& id : ids) {
+            flypg::sql::column_values key{{"id", std::get<std::int64_t>(id)}};
+            flypg::pg::result r = co_await db().get(table_name(), std::move(key));
+            EXPECT_EQ(r.size(), 1u) << "a row of the named transaction is not on the replica after the wait";
+        }
+    }());
+}
+
+TEST_F(Repo, FailedNamedTransactionKeepsItsSqlstate) {
+    const std::error_code ec = error_of(io, [&]() -> asio::awaitable<void> {
+        std::vector<flypg::rpc::value> none;
+        co_await db().transaction_on_primary("fail_with_duplicate", std::move(none));
+    });
+    EXPECT_EQ(ec, flypg::sqlstate("23505"));
+}
+
+TEST_F(Repo, InteractiveTransactionFromAnotherRegion) {
+    const std::string note = "interactive " + std::to_string(::getpid());
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::primary_transaction tx = co_await db().begin_on_primary();
+        flypg::pg::params p{note};
+        co_await tx.execute("INSERT INTO " + table_name() + " (note) VALUES ($1)", std::move(p));
+        flypg::pg::params q{note};
+        flypg::pg::result inside =
+            co_await tx.execute("SELECT count(*) FROM " + table_name() + " WHERE note = $1", std::move(q));
+        EXPECT_EQ(inside.at(0).get<std::int64_t>(0), 1);
+        flypg::write_result committed = co_await tx.commit();
+        EXPECT_TRUE(committed.replicated);
+        flypg::sql::where filter("note = $1", flypg::pg::params{note});
+        EXPECT_EQ(co_await db().count(table_name(), std::move(filter)), 1);
+    }());
+}
+
+TEST_F(Repo, AbandonedInteractiveTransactionRollsBack) {
+    const std::string note = "abandoned " + std::to_string(::getpid());
+    run(io, [&]() -> asio::awaitable<void> {
+        {
+            flypg::primary_transaction tx = co_await db().begin_on_primary();
+            flypg::pg::params p{note};
+            co_await tx.execute("INSERT INTO " + table_name() + " (note) VALUES ($1)", std::move(p));
+        }
+        // A later write commits after the abandoned one was rolled back or never committed.
+        flypg::pg::params marker{note + " marker"};
+        co_await db().execute("INSERT INTO " + table_name() + " (note) VALUES ($1)", std::move(marker));
+        flypg::sql::where filter("note = $1", flypg::pg::params{note});
+        EXPECT_EQ(co_await db().count(table_name(), std::move(filter)), 0);
+    }());
+}
+
+TEST_F(Repo, NoPrimaryRegionNodeIsItsOwnError) {
+    replica_region alone(io, {});
+    try {
+        run(io, [&]() -> asio::awaitable<void> {
+            flypg::sql::column_values row{{"note", std::string("nowhere")}};
+            co_await alone.db->insert(table_name(), std::move(row));
+        }());
+        FAIL() << "a write succeeded without any primary-region node";
+    } catch (const flypg::error& e) {
+        EXPECT_EQ(e.code(), flypg::errc::no_node_in_region);
+        EXPECT_NE(std::string(e.what()).find("no node found running in region \"ams\""), std::string::npos)
+            << e.what();
+    }
+}
+
+TEST_F(Repo, AwaitFalseReturnsWithoutWaiting) {
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::write_options no_wait;
+        no_wait.await = flypg::await_replication::no;
+        flypg::sql::column_values row{{"note", "no wait " + std::to_string(::getpid())}};
+        flypg::write_result w = co_await db().insert(table_name(), std::move(row), no_wait);
+        EXPECT_EQ(w.route, flypg::write_route::forwarded);
+        EXPECT_FALSE(w.replicated);
+        // The caller can still wait later, with the LSN it got back.
+        co_await db().wait_for_replication(w.commit_lsn);
+        flypg::sql::column_values key{{"id", w.rows().at(0).get<std::int64_t>("id")}};
+        flypg::pg::result r = co_await db().get(table_name(), std::move(key));
+        EXPECT_EQ(r.size(), 1u);
+    }());
+}
+
+TEST_F(Repo, LocalDatabaseThatIsNotAReplicaCompletesWaitsAtOnce) {
+    // fly_postgres 0.3 spins and times out every waiter when its "replica" is a primary; here the
+    // repo's local database is the primary itself while the node is outside the primary region.
+    flypg::repo_options primary_as_local;
+    primary_as_local.local_url = flypg::test::primary_conninfo();
+    replica_region odd(io, {primary_node->address()}, primary_as_local);
+    flypg::repo& db_on_primary = *odd.db;
+    run(io, odd.node->wait_for_region("ams", 10s));
+    const auto started = std::chrono::steady_clock::now();
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::sql::column_values row{{"note", "not replicating " + std::to_string(::getpid())}};
+        flypg::write_result w = co_await db_on_primary.insert(table_name(), std::move(row));
+        EXPECT_TRUE(w.replicated);
+    }());
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);
+    EXPECT_GE(db_on_primary.tracker_stats().not_replicating, 1u);
+}
+
+}  // namespace
