@@ -2,14 +2,12 @@
 //
 //   flypg_demo --role=primary  --database=<primary url> --secret=S
 //       A node of the primary region "ams" with the repo's primary; prints "LISTENING <port>" and
-//       serves until stdin closes.
+//       serves until SIGTERM or SIGINT.
 //   flypg_demo --role=workload --database=<replica url> --peers=<primary node, via the delay proxy>
 //              --secret=S --writes=2000 --concurrency=16
 //       A node of region "syd" reading its replica. Writes rows (forwarded to "ams"), reads each
 //       back from the replica at once, and prints write latency, replication wait and stale reads,
 //       first with the wait (await = yes), then without it (await = no).
-#include <unistd.h>
-
 #include <absl/flags/flag.h>
 #include <absl/flags/parse.h>
 #include <absl/strings/str_split.h>
@@ -184,14 +182,7 @@ int serve(asio::io_context& io) {
     asio::co_spawn(io, node.run(), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr) {
                        finished = true;
                    }));
-    // Serve until stdin closes or a signal arrives.
-    asio::posix::stream_descriptor input(io, ::dup(STDIN_FILENO));
-    std::array<char, 64> sink{};
-    std::function<void(std::error_code, std::size_t)> on_input = [&](std::error_code ec, std::size_t) {
-        if (ec) return stop.emit(asio::cancellation_type::terminal);
-        input.async_read_some(asio::buffer(sink), on_input);
-    };
-    input.async_read_some(asio::buffer(sink), on_input);
+    // Serve until scripts/demo stops it.
     asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](std::error_code ec, int) {
         if (!ec) stop.emit(asio::cancellation_type::terminal);
