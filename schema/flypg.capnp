@@ -147,10 +147,12 @@ interface Session {
   ping @1 () -> ();
   call @2 (procedure :Text, args :List(Value)) -> (result :CallResult);
   # Runs the statements as one transaction on this node's database (the primary).
-  write @3 (statements :List(Statement)) -> (result :WriteResult);
+  write @3 (statements :List(Statement), database :Text) -> (result :WriteResult);
   # An interactive transaction on this node's database. Calls on it may be pipelined (even onto
   # the not-yet-returned capability); they run in the order sent. Dropping it rolls back.
-  begin @4 () -> (transaction :Transaction);
+  # `database` names the database on the serving node (flypg::repo_options::name); empty: the
+  # node's only one. Added after version 1's first release: older callers send none.
+  begin @4 (database :Text) -> (transaction :Transaction);
 }
 
 interface Transaction {

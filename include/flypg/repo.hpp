@@ -152,6 +152,9 @@ class primary_service final : public rpc::write_executor {
     // rpc::write_executor: runs on the primary of the database named in the request.
     asio::awaitable<rpc::write_result> execute(std::vector<rpc::statement> statements) override;
     asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin() override;
+    asio::awaitable<rpc::write_result> execute_on(std::string database,
+                                                  std::vector<rpc::statement> statements) override;
+    asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin_on(std::string database) override;
 
     /// Internal: the repos of this process register their primary pools here.
     detail::primary_service_impl& impl() noexcept { return *impl_; }
@@ -193,8 +196,8 @@ class repo {
     repo(const repo&) = delete;
     repo& operator=(const repo&) = delete;
 
-    /// The replication tracker's loop; spawn once, stop by cancellation. Returns at once in the
-    /// primary region.
+    /// The replication tracker's loop; spawn once, stop by cancellation (it then returns normally).
+    /// It sends nothing while nobody waits, so it costs nothing in the primary region either.
     asio::awaitable<void> run();
 
     // Reads, on the local database.

@@ -102,4 +102,15 @@ asio::awaitable<std::unique_ptr<rpc::transaction_session>> primary_service::begi
     co_return co_await impl_->only_database().begin();
 }
 
+asio::awaitable<rpc::write_result> primary_service::execute_on(std::string database,
+                                                               std::vector<rpc::statement> statements) {
+    detail::primary_writes& target = database.empty() ? impl_->only_database() : impl_->database(database);
+    co_return co_await target.execute(std::move(statements));
+}
+
+asio::awaitable<std::unique_ptr<rpc::transaction_session>> primary_service::begin_on(std::string database) {
+    detail::primary_writes& target = database.empty() ? impl_->only_database() : impl_->database(database);
+    co_return co_await target.begin();
+}
+
 }  // namespace flypg

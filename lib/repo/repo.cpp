@@ -237,6 +237,7 @@ asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> 
     for (pg::statement& s : statements) forwarded.push_back({std::move(s.sql), to_rpc_values(s.params)});
     rpc::call_options call;
     call.timeout = eff.rpc_timeout;
+    call.database = options.name;
     const auto sent = std::chrono::steady_clock::now();
     rpc::write_result reply = co_await node.forward_write(std::move(forwarded), call);
     measures.rpc_seconds.observe(std::chrono::steady_clock::now() - sent);
@@ -479,6 +480,7 @@ asio::awaitable<primary_transaction> repo::begin_on_primary(write_options option
     } else {
         rpc::call_options call;
         call.timeout = impl_->resolve(options).rpc_timeout;
+        call.database = impl_->options.name;
         s->remote.emplace(co_await impl_->node.begin_transaction(call));
     }
     co_return primary_transaction(std::move(s));

@@ -586,9 +586,12 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
             }
             asio::steady_timer wake(io_, deadline);
             waiters_.push_back(&wake);
-            auto it = std::prev(waiters_.end());
+            struct unregister {
+                std::list<asio::steady_timer*>& list;
+                std::list<asio::steady_timer*>::iterator it;
+                ~unregister() { list.erase(it); }
+            } guard{waiters_, std::prev(waiters_.end())};
             co_await wake.async_wait(use_tuple);
-            waiters_.erase(it);
         }
     }
 
@@ -648,7 +651,8 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
                     "database executor)",
                     flypg::origin::local);
             }
-            auto r = co_await with_deadline(ctx_->writes->execute(std::move(statements)), deadline);
+            auto r = co_await with_deadline(ctx_->writes->execute_on(options.database, std::move(statements)),
+                                            deadline);
             if (!r) {
                 throw make_error(errc::outcome_unknown,
                                  "write timed out after " + ms(options.timeout) + "; it may have committed",
@@ -671,6 +675,7 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         for (auto& peer : candidates) {
             auto send = [&] {
                 auto req = peer->session().writeRequest();
+                req.setDatabase(options.database);
                 auto list = req.initStatements(static_cast<unsigned>(statements.size()));
                 for (unsigned i = 0; i < statements.size(); ++i) encode(statements[i], list[i]);
                 check_size(req.totalSize(), what);
@@ -704,7 +709,7 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
                                  "begin_transaction in the primary region needs node_options::writes",
                                  flypg::origin::local);
             }
-            auto session = co_await with_deadline(ctx_->writes->begin(), deadline);
+            auto session = co_await with_deadline(ctx_->writes->begin_on(options.database), deadline);
             if (!session) {
                 throw make_error(errc::timeout,
                                  "opening a transaction timed out after " + ms(options.timeout),
@@ -716,7 +721,9 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         if (candidates.empty()) throw no_node(region);
         auto peer = candidates.front();
         // No round trip: statements are pipelined onto the capability the begin call will return.
-        auto begun = peer->session().beginRequest().send();
+        auto begin_request = peer->session().beginRequest();
+        begin_request.setDatabase(options.database);
+        auto begun = begin_request.send();
         co_return std::make_unique<remote_transaction>(ctx_, peer, std::move(begun), options);
     }
 
@@ -1016,12 +1023,11 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
             co_await (watch_disconnect(conn) || heartbeat(conn));
         } catch (const std::exception&) {
         }
-        ctx_->log(log_level::info, "lost the connection to " + describe(*conn));
-        co_await asio::this_coro::throw_if_cancelled(true);
         auto cs = co_await asio::this_coro::cancellation_state;
         if (cs.cancelled() != asio::cancellation_type::none) {
-            throw std::system_error(asio::error::operation_aborted);
+            throw std::system_error(asio::error::operation_aborted);  // the link is being stopped
         }
+        ctx_->log(log_level::info, "lost the connection to " + describe(*conn));
     }
 
     asio::awaitable<void> watch_disconnect(std::shared_ptr<peer_connection> conn) {

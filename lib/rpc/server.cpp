@@ -89,10 +89,11 @@ struct write_outcome {
 };
 
 asio::awaitable<write_outcome> run_write(std::shared_ptr<node_context> ctx,
+                                         std::string database,
                                          std::vector<statement> statements) {
     write_outcome out;
     try {
-        out.result = co_await ctx->writes->execute(std::move(statements));
+        out.result = co_await ctx->writes->execute_on(std::move(database), std::move(statements));
     } catch (...) {
         out.error = failure_from_exception(std::current_exception(), Kind::INTERNAL);
         co_return out;
@@ -115,6 +116,7 @@ asio::awaitable<write_outcome> run_write(std::shared_ptr<node_context> ctx,
 /// The serving side of one transaction: the executor's session, opened once, used in order.
 struct tx_state {
     std::shared_ptr<node_context> ctx;
+    std::string database;
     std::unique_ptr<transaction_session> session;
     std::optional<failure> begin_failure;
     bool finished = false;
@@ -139,7 +141,7 @@ struct tx_state {
 
 asio::awaitable<kj_void> open_transaction(std::shared_ptr<tx_state> tx) {
     try {
-        tx->session = co_await tx->ctx->writes->begin();
+        tx->session = co_await tx->ctx->writes->begin_on(tx->database);
     } catch (...) {
         tx->begin_failure = failure_from_exception(std::current_exception(), Kind::INTERNAL);
     }
@@ -208,9 +210,10 @@ asio::awaitable<commit_outcome> tx_rollback(std::shared_ptr<tx_state> tx) {
 
 class transaction_server final : public wire::Transaction::Server {
   public:
-    transaction_server(std::shared_ptr<connection_state> conn)
+    transaction_server(std::shared_ptr<connection_state> conn, std::string database)
         : conn_(std::move(conn)), tx_(std::make_shared<tx_state>()) {
         tx_->ctx = conn_->ctx;
+        tx_->database = std::move(database);
         if (!tx_->ctx->writes) {
             tx_->begin_failure = make_failure(Kind::UNAVAILABLE,
                                               "node " + tx_->ctx->node_id + " in region " +
@@ -352,8 +355,10 @@ class session_server final : public wire::Session::Server {
             return kj::READY_NOW;
         }
         std::vector<statement> statements;
+        std::string database;
         try {
             statements = decode(context.getParams().getStatements());
+            database = to_string(context.getParams().getDatabase());
         } catch (const std::exception& e) {
             encode(make_failure(Kind::INVALID_ARGUMENT, e.what()), result.initFailure());
             return kj::READY_NOW;
@@ -362,7 +367,8 @@ class session_server final : public wire::Session::Server {
         // The executor's transaction is cancelled (rolled back unless it already committed) when
         // the caller gives up; the caller reports that the outcome is unknown.
         context.allowCancellation();
-        auto run = to_kj(*conn_->ctx->runtime, run_write(conn_->ctx, std::move(statements)));
+        auto run =
+            to_kj(*conn_->ctx->runtime, run_write(conn_->ctx, std::move(database), std::move(statements)));
         return counted(conn_, run.then([context](write_outcome out) mutable {
             auto r = context.getResults().getResult();
             if (out.error) {
@@ -379,7 +385,8 @@ class session_server final : public wire::Session::Server {
 
     kj::Promise<void> begin(BeginContext context) override {
         // Without an executor, every operation on the transaction reports it (as a value).
-        context.getResults().setTransaction(kj::heap<transaction_server>(conn_));
+        std::string database = to_string(context.getParams().getDatabase());
+        context.getResults().setTransaction(kj::heap<transaction_server>(conn_, std::move(database)));
         return kj::READY_NOW;
     }
 

@@ -129,6 +129,9 @@ struct node_options {
 struct call_options {
     /// The call fails with errc::timeout (errc::outcome_unknown for writes) once this has passed.
     std::chrono::milliseconds timeout{std::chrono::seconds(5)};
+    /// Forwarded writes and transactions: the database they are for, on the serving node (its
+    /// write_executor::execute_on / begin_on get it). Empty: the node's only database.
+    std::string database;
 };
 
 /// A peer as the registry sees it.

@@ -80,8 +80,21 @@ class write_executor {
     virtual ~write_executor() = default;
     /// Runs `statements` in order as one transaction and commits it.
     virtual asio::awaitable<write_result> execute(std::vector<statement> statements) = 0;
+    /// execute() on the database named `database` (call_options::database; empty when the caller
+    /// named none). The default ignores the name: an executor that serves several databases
+    /// overrides it.
+    virtual asio::awaitable<write_result> execute_on(std::string database,
+                                                     std::vector<statement> statements) {
+        (void)database;
+        co_return co_await execute(std::move(statements));
+    }
     /// Opens an interactive transaction.
     virtual asio::awaitable<std::unique_ptr<transaction_session>> begin() = 0;
+    /// begin() on the database named `database`; the default ignores the name.
+    virtual asio::awaitable<std::unique_ptr<transaction_session>> begin_on(std::string database) {
+        (void)database;
+        co_return co_await begin();
+    }
 };
 
 }  // namespace flypg::rpc

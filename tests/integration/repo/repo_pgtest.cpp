@@ -26,18 +26,40 @@ std::string table_name() {
     return "repo_e2e_" + std::to_string(::getpid());
 }
 
-// Creates the test table on the primary and waits until the replica has it.
-void create_table(asio::io_context& io) {
+// A second database on the same servers, for the two-repos test.
+constexpr const char* second_database = "flypg_second";
+
+std::string in_second_database(const std::string& conninfo) {
+    return conninfo + " dbname=" + second_database;
+}
+
+void create_second_database(asio::io_context& io) {
     run(io, []() -> asio::awaitable<void> {
+        flypg::pg::connect_options options;
+        options.conninfo = flypg::test::primary_conninfo();
+        flypg::pg::connection primary =
+            co_await flypg::pg::connection::connect(co_await asio::this_coro::executor, options);
+        flypg::pg::params name{std::string(second_database)};
+        flypg::pg::result exists =
+            co_await primary.query("SELECT 1 FROM pg_database WHERE datname = $1", std::move(name));
+        if (exists.empty()) co_await primary.query(std::string("CREATE DATABASE ") + second_database);
+    }());
+}
+
+// Creates the test table on the primary and waits until the replica has it.
+void create_table(asio::io_context& io,
+                  const std::string& primary_conninfo,
+                  const std::string& replica_conninfo) {
+    run(io, [&]() -> asio::awaitable<void> {
         auto ex = co_await asio::this_coro::executor;
         flypg::pg::connect_options primary_options;
-        primary_options.conninfo = flypg::test::primary_conninfo();
+        primary_options.conninfo = primary_conninfo;
         flypg::pg::connection primary = co_await flypg::pg::connection::connect(ex, primary_options);
         co_await primary.query("DROP TABLE IF EXISTS " + table_name());
         co_await primary.query("CREATE TABLE " + table_name() +
                                " (id bigserial PRIMARY KEY, note text UNIQUE)");
         flypg::pg::connect_options replica_options;
-        replica_options.conninfo = flypg::test::replica_conninfo();
+        replica_options.conninfo = replica_conninfo;
         flypg::pg::connection replica = co_await flypg::pg::connection::connect(ex, replica_options);
         for (;;) {
             flypg::pg::params name{table_name()};
@@ -108,14 +130,19 @@ std::vector<std::string> primary_node_args() {
     return {"--region=ams",
             "--primary_region=ams",
             "--secret=" + secret,
-            "--databases=main=" + flypg::test::primary_conninfo()};
+            "--databases=main=" + flypg::test::primary_conninfo() +
+                ";second=" + in_second_database(flypg::test::primary_conninfo())};
 }
 
 class Repo : public ::testing::Test {
   protected:
     static void SetUpTestSuite() {
         asio::io_context io;
-        create_table(io);
+        create_second_database(io);
+        create_table(io, flypg::test::primary_conninfo(), flypg::test::replica_conninfo());
+        create_table(io,
+                     in_second_database(flypg::test::primary_conninfo()),
+                     in_second_database(flypg::test::replica_conninfo()));
         primary_node = std::make_unique<flypg::rpc::test::child_node>(primary_node_args());
     }
     static void TearDownTestSuite() { primary_node.reset(); }
@@ -354,6 +381,33 @@ TEST_F(Repo, LocalDatabaseThatIsNotAReplicaCompletesWaitsAtOnce) {
     }());
     EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);
     EXPECT_GE(db_on_primary.tracker_stats().not_replicating, 1u);
+}
+
+TEST_F(Repo, TwoDatabasesInOneProcessEachWithItsOwnRouting) {
+    flypg::repo_options second_options;
+    second_options.name = "second";
+    second_options.local_url = in_second_database(flypg::test::replica_conninfo());
+    flypg::repo second(io.get_executor(), *world->node, world->service, second_options);
+    asio::cancellation_signal stop;
+    bool stopped = false;
+    asio::co_spawn(io, second.run(), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr) {
+                       stopped = true;
+                   }));
+    const std::string note = "two databases " + std::to_string(::getpid());
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::sql::column_values row{{"note", note}};
+        flypg::write_result w = co_await second.insert(table_name(), std::move(row));
+        EXPECT_EQ(w.route, flypg::write_route::forwarded);
+        flypg::sql::where filter("note = $1", flypg::pg::params{note});
+        EXPECT_EQ(co_await second.count(table_name(), filter), 1) << "not readable in its own database";
+        EXPECT_EQ(co_await db().count(table_name(), filter), 0) << "the write landed in the other database";
+        flypg::primary_transaction tx = co_await second.begin_on_primary();
+        flypg::pg::result where = co_await tx.execute("SELECT current_database()");
+        EXPECT_EQ(where.at(0).get<std::string>(0), second_database);
+        co_await tx.rollback();
+    }());
+    stop.emit(asio::cancellation_type::terminal);
+    while (!stopped) io.run_one_for(50ms);
 }
 
 }  // namespace
