@@ -508,3 +508,52 @@ asio::any_io_executor repo::executor() const noexcept {
 }
 
 }  // namespace flypg
+
+namespace flypg {
+
+void repo::update_metrics() {
+    detail::repo_metrics& m = impl_->measures;
+    const replication::tracker_stats t = impl_->tracker.stats();
+    m.gauge("flypg_replication_waiters",
+            "Waits pending on the replication tracker",
+            static_cast<double>(t.waiters));
+    m.gauge(
+        "flypg_replication_waiters_peak", "Most waits pending at once", static_cast<double>(t.peak_waiters));
+    m.mirror("flypg_replication_waits_total", "Waits for the local replica", t.waits);
+    m.mirror("flypg_replication_cached_waits_total", "Waits answered without a query", t.cached);
+    m.mirror("flypg_replication_timeouts_total", "Waits that ended committed but not replicated", t.timeouts);
+    m.mirror("flypg_replication_not_replicating_total",
+             "Waits that found the local database not replicating",
+             t.not_replicating);
+    m.mirror("flypg_replication_polls_total", "Replay-position queries sent to the local replica", t.polls);
+    m.mirror("flypg_replication_source_failures_total",
+             "Failed tracker queries and reconnects",
+             t.source_failures);
+    m.gauge(
+        "flypg_replication_connected", "Whether the tracker's replica connection is up", t.connected ? 1 : 0);
+    const pg::pool_stats p = impl_->local->stats();
+    m.gauge("flypg_pool_connections", "Open connections of the local read pool", static_cast<double>(p.size));
+    m.gauge("flypg_pool_idle_connections",
+            "Idle connections of the local read pool",
+            static_cast<double>(p.idle));
+    m.gauge("flypg_pool_waiters",
+            "Coroutines waiting for a local read connection",
+            static_cast<double>(p.waiters));
+    m.mirror("flypg_pool_acquires_total", "Connections lent by the local read pool", p.acquired);
+    m.mirror(
+        "flypg_pool_acquire_timeouts_total", "Acquires of the local read pool that timed out", p.timeouts);
+    m.mirror("flypg_pool_discarded_total",
+             "Broken or dirty connections closed by the local read pool",
+             p.discarded);
+}
+
+std::string repo::render_metrics() {
+    update_metrics();
+    return impl_->registry->render_prometheus();
+}
+
+metrics::registry& repo::metrics() noexcept {
+    return *impl_->registry;
+}
+
+}  // namespace flypg

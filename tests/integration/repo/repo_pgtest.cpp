@@ -383,6 +383,86 @@ TEST_F(Repo, LocalDatabaseThatIsNotAReplicaCompletesWaitsAtOnce) {
     EXPECT_GE(db_on_primary.tracker_stats().not_replicating, 1u);
 }
 
+// Replica 2 is used by no other test, so delaying it here disturbs nobody.
+class replay_delay {
+  public:
+    explicit replay_delay(int ms) { EXPECT_EQ(flypg::test::pg_cluster("delay 2 " + std::to_string(ms)), 0); }
+    ~replay_delay() { clear(); }
+    void clear() {
+        if (active_) {
+            EXPECT_EQ(flypg::test::pg_cluster("delay 2 0"), 0);
+        }
+        active_ = false;
+    }
+
+  private:
+    bool active_ = true;
+};
+
+TEST_F(Repo, SlowReplicaGivesCommittedNotReplicatedWithTheLsnAndTheCallerCanWaitAgain) {
+    flypg::repo_options slow;
+    slow.local_url = flypg::test::replica_conninfo(2);
+    slow.replication_timeout = 300ms;
+    replica_region far(io, {primary_node->address()}, slow);
+    run(io, far.node->wait_for_region("ams", 10s));
+    const std::string note = "slow replica " + std::to_string(::getpid());
+    replay_delay delay(2000);
+    flypg::lsn target;
+    try {
+        run(io, [&]() -> asio::awaitable<void> {
+            flypg::sql::column_values row{{"note", note}};
+            co_await far.db->insert(table_name(), std::move(row));
+        }());
+        ADD_FAILURE() << "the write returned although the replica replays 2 s late";
+    } catch (const flypg::replication::replication_timeout_error& e) {
+        EXPECT_EQ(e.code(), flypg::errc::committed_not_replicated);
+        target = e.target();
+        EXPECT_NE(std::string(e.what()).find(target.to_string()), std::string::npos) << e.what();
+    }
+    ASSERT_GT(target.value(), 0u);
+    delay.clear();
+    run(io, [&]() -> asio::awaitable<void> {
+        // Committed, as the error said; and once replayed, readable where the writer reads.
+        co_await far.db->wait_for_replication(target, 10s);
+        flypg::sql::where filter("note = $1", flypg::pg::params{note});
+        EXPECT_EQ(co_await far.db->count(table_name(), std::move(filter)), 1);
+    }());
+}
+
+TEST_F(Repo, PrimaryNodeDyingMidWriteGivesOutcomeUnknown) {
+    flypg::rpc::test::child_node doomed(primary_node_args());
+    replica_region alone(io, {doomed.address()});
+    run(io, alone.node->wait_for_region("ams", 10s));
+    std::error_code ec;
+    run(io, [&]() -> asio::awaitable<void> {
+        asio::steady_timer kill_soon(co_await asio::this_coro::executor, 300ms);
+        kill_soon.async_wait([&](std::error_code) { doomed.kill_hard(); });
+        try {
+            std::vector<flypg::rpc::value> args{table_name(), "doomed " + std::to_string(::getpid()), 2.0};
+            co_await alone.db->transaction_on_primary("sleep_then_insert", std::move(args));
+        } catch (const flypg::error& e) {
+            ec = e.code();
+        }
+    }());
+    EXPECT_EQ(ec, flypg::errc::outcome_unknown) << ec.message();
+    EXPECT_EQ(ec, flypg::condition::outcome_unknown);
+}
+
+TEST_F(Repo, MetricsRenderInPrometheusFormat) {
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::sql::column_values row{{"note", "metrics " + std::to_string(::getpid())}};
+        co_await db().insert(table_name(), std::move(row));
+    }());
+    const std::string text = db().render_metrics();
+    EXPECT_NE(text.find("# TYPE flypg_writes_total counter"), std::string::npos) << text;
+    EXPECT_NE(text.find("flypg_writes_total{database=\"main\",route=\"forwarded\"} 1"), std::string::npos)
+        << text;
+    EXPECT_NE(text.find("flypg_replication_wait_seconds_count{database=\"main\"} 1"), std::string::npos)
+        << text;
+    EXPECT_NE(text.find("flypg_replication_waiters{database=\"main\"} 0"), std::string::npos) << text;
+    EXPECT_NE(text.find("flypg_pool_connections{database=\"main\"}"), std::string::npos) << text;
+}
+
 TEST_F(Repo, TwoDatabasesInOneProcessEachWithItsOwnRouting) {
     flypg::repo_options second_options;
     second_options.name = "second";
