@@ -333,65 +333,10 @@ struct guestbook {
     bool schema_ready = false;
 };
 
-// The tracker's and the read pool's counters are snapshots; they are copied into the registry on
-// every scrape (counters advance by the difference, gauges are set). This stands in for
-// repo::update_metrics() / render_metrics(), declared in repo.hpp but not implemented yet: once
-// they are, /metrics becomes `return g.db.render_metrics();` and this code goes away.
-void mirror_counter(flypg::metrics::registry& r,
-                    std::string_view name,
-                    std::string_view help,
-                    const flypg::metrics::labels& labels,
-                    double value) {
-    flypg::metrics::counter& c = r.counter(name, help, labels);
-    if (value > c.value()) c.inc(value - c.value());
-}
-
+// The repo renders the shared registry: its own metrics (writes, RPC, replication waits, the
+// tracker and the read pool) and the guestbook's HTTP counters.
 std::string render_metrics(guestbook& g) {
-    auto& r = g.metrics;
-    const flypg::metrics::labels db{{"database", g.db.options().name}};
-    const flypg::replication::tracker_stats t = g.db.tracker_stats();
-    auto count = [](std::uint64_t v) {
-        return static_cast<double>(v);
-    };
-    r.gauge("flypg_replication_waiters", "Waits for the local replica pending now", db).set(count(t.waiters));
-    mirror_counter(r, "flypg_replication_waits_total", "Waits for the local replica", db, count(t.waits));
-    mirror_counter(r,
-                   "flypg_replication_waits_cached_total",
-                   "Waits answered from the cached replay position",
-                   db,
-                   count(t.cached));
-    mirror_counter(r,
-                   "flypg_replication_timeouts_total",
-                   "Waits that ended in committed_not_replicated",
-                   db,
-                   count(t.timeouts));
-    mirror_counter(r,
-                   "flypg_replication_polled_wait_seconds_total",
-                   "Time spent in waits that needed a poll (sum)",
-                   db,
-                   std::chrono::duration<double>(t.wait_latency.sum).count());
-    mirror_counter(r,
-                   "flypg_replication_polled_waits_total",
-                   "Waits that needed a poll and ended replayed",
-                   db,
-                   count(t.wait_latency.count));
-    mirror_counter(r, "flypg_replication_polls_total", "Replay position queries sent", db, count(t.polls));
-    mirror_counter(r,
-                   "flypg_replication_source_failures_total",
-                   "Failed replay position queries and reconnects",
-                   db,
-                   count(t.source_failures));
-    r.gauge("flypg_replication_connected", "Whether the replay source is connected", db)
-        .set(t.connected ? 1 : 0);
-
-    const flypg::pg::pool_stats p = g.db.local_pool().stats();
-    r.gauge("flypg_pool_connections", "Open connections of the local read pool", db).set(count(p.size));
-    r.gauge("flypg_pool_idle_connections", "Idle connections of the local read pool", db).set(count(p.idle));
-    r.gauge("flypg_pool_waiters", "Coroutines waiting for a local read connection", db).set(count(p.waiters));
-    mirror_counter(r, "flypg_pool_acquired_total", "Local read connections borrowed", db, count(p.acquired));
-    mirror_counter(r, "flypg_pool_opened_total", "Local read connections opened", db, count(p.opened));
-    mirror_counter(r, "flypg_pool_timeouts_total", "Local read pool acquire timeouts", db, count(p.timeouts));
-    return r.render_prometheus();
+    return g.db.render_metrics();
 }
 
 // What a failed write means to the client.
