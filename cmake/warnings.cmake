@@ -3,7 +3,10 @@ function(flypg_apply_warnings target)
     target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wconversion
                                              -Wno-sign-conversion -Wnon-virtual-dtor
                                              # g++ 12 false positive inside Asio's awaitable frames.
-                                             -Wno-mismatched-new-delete)
+                                             -Wno-mismatched-new-delete
+                                             # Option structs are meant to be filled in part with
+                                             # designated initializers; the rest keep defaults.
+                                             -Wno-missing-field-initializers)
     if(FLYPG_WERROR)
         target_compile_options(${target} PRIVATE -Werror)
     endif()
