@@ -100,6 +100,12 @@ struct repo_options {
     /// Where the repo records its metrics (labelled database="<name>"). Share one registry between
     /// repos to serve them from one /metrics; null: the repo makes its own.
     std::shared_ptr<metrics::registry> metrics;
+    /// Receives the repo's log lines (the same sink type as rpc::node_options::log). Warnings: a
+    /// write that committed but was not replicated in time, a write whose outcome is unknown, a
+    /// write sent to query() on a replica. Null: nothing is logged.
+    rpc::log_sink log;
+    /// Also log every write at debug level: where it ran, its commit LSN and its latency.
+    bool verbose = false;
 };
 
 /// Where a write ran and what happened to its replication.

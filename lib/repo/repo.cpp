@@ -59,6 +59,10 @@ class repo_impl {
                 o.replication_timeout.value_or(options.replication_timeout)};
     }
 
+    void log(rpc::log_level level, const std::string& message) const {
+        if (options.log) options.log(level, "flypg repo \"" + options.name + "\": " + message);
+    }
+
     /// Runs a write where it belongs and waits as asked; records it in the metrics.
     asio::awaitable<write_result> write(std::vector<pg::statement> statements, write_options o);
     asio::awaitable<write_result> route_write(std::vector<pg::statement> statements, write_options o);
@@ -209,12 +213,21 @@ asio::awaitable<write_result> repo_impl::write(std::vector<pg::statement> statem
         const bool forwarded = out.route == write_route::forwarded;
         (forwarded ? measures.writes_forwarded : measures.writes_local).inc();
         (forwarded ? measures.write_seconds_forwarded : measures.write_seconds_local).observe(elapsed);
+        if (options.verbose)
+            log(rpc::log_level::debug,
+                std::string(forwarded ? "forwarded" : "local") + " write committed at " +
+                    out.commit_lsn.to_string() + " in " +
+                    std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count()) +
+                    " us" + (out.replicated ? ", replicated" : ""));
         co_return out;
     } catch (const std::system_error& e) {
         code = e.code();
         failure = std::current_exception();
     }
     measures.count_failure(code);
+    if (code == errc::committed_not_replicated || code == errc::outcome_unknown ||
+        code == errc::no_node_in_region)
+        log(rpc::log_level::warning, "write failed: " + code.message());
     std::rethrow_exception(failure);
 }
 
@@ -282,6 +295,7 @@ asio::awaitable<pg::result> repo::query(std::string sql, pg::params parameters) 
         write_on_replica = e.diag();
     }
     // fly_postgres runs raw writes given to its query() on the replica, where they fail obscurely.
+    impl_->log(rpc::log_level::warning, "a write was sent to query() on the replica; use execute()");
     diagnostics diag = std::move(*write_on_replica);
     diag.library_message = "database \"" + impl_->options.name +
                            "\": query() runs on the local replica, which is read-only; send writes with "

@@ -448,6 +448,50 @@ TEST_F(Repo, PrimaryNodeDyingMidWriteGivesOutcomeUnknown) {
     EXPECT_EQ(ec, flypg::condition::outcome_unknown);
 }
 
+TEST_F(Repo, QueryOneAndReadOnlySnapshotTransaction) {
+    const std::string note = "snapshot " + std::to_string(::getpid());
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::sql::column_values row{{"note", note}};
+        co_await db().insert(table_name(), std::move(row));
+        flypg::pg::params by_note{note};
+        std::optional<flypg::pg::result> one = co_await db().query_one(
+            "SELECT id FROM " + table_name() + " WHERE note = $1", std::move(by_note));
+        EXPECT_TRUE(one.has_value());
+        flypg::pg::params none_note{note + " missing"};
+        std::optional<flypg::pg::result> none = co_await db().query_one(
+            "SELECT id FROM " + table_name() + " WHERE note = $1", std::move(none_note));
+        EXPECT_FALSE(none.has_value());
+        // Two reads in one read-only transaction see one snapshot, even with a write in between.
+        auto body = [&](flypg::pg::connection& conn) -> asio::awaitable<std::int64_t> {
+            flypg::pg::result before = co_await conn.query("SELECT count(*) FROM " + table_name());
+            flypg::sql::column_values more{{"note", note + " later"}};
+            co_await db().insert(table_name(), std::move(more));
+            flypg::pg::result after = co_await conn.query("SELECT count(*) FROM " + table_name());
+            co_return after.at(0).get<std::int64_t>(0) - before.at(0).get<std::int64_t>(0);
+        };
+        const std::int64_t moved = co_await db().read_transaction<std::int64_t>(body);
+        EXPECT_EQ(moved, 0) << "the read-only transaction saw a write made during it";
+    }());
+}
+
+TEST_F(Repo, VerboseLogSinkSeesEveryWrite) {
+    std::vector<std::string> lines;
+    flypg::repo_options logged;
+    logged.log = [&](flypg::rpc::log_level, std::string_view line) {
+        lines.emplace_back(line);
+    };
+    logged.verbose = true;
+    replica_region chatty(io, {primary_node->address()}, logged);
+    run(io, chatty.node->wait_for_region("ams", 10s));
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::sql::column_values row{{"note", "logged " + std::to_string(::getpid())}};
+        co_await chatty.db->insert(table_name(), std::move(row));
+    }());
+    ASSERT_EQ(lines.size(), 1u);
+    EXPECT_NE(lines[0].find("forwarded write committed at"), std::string::npos) << lines[0];
+    EXPECT_NE(lines[0].find("replicated"), std::string::npos) << lines[0];
+}
+
 TEST_F(Repo, MetricsRenderInPrometheusFormat) {
     run(io, [&]() -> asio::awaitable<void> {
         flypg::sql::column_values row{{"note", "metrics " + std::to_string(::getpid())}};
