@@ -126,7 +126,15 @@ struct node_options {
 };
 
 /// Per-call options.
+///
+/// Not an aggregate on purpose: the operations take it by value with `= {}` as default, and g++ 12
+/// destroys a braced aggregate temporary twice inside a co_await expression (a double free once a
+/// member owns memory). Write `call_options(2s)` or set the fields of a named object.
 struct call_options {
+    call_options() noexcept {}
+    explicit call_options(std::chrono::milliseconds timeout_after, std::string database_name = {})
+        : timeout(timeout_after), database(std::move(database_name)) {}
+
     /// The call fails with errc::timeout (errc::outcome_unknown for writes) once this has passed.
     std::chrono::milliseconds timeout{std::chrono::seconds(5)};
     /// Forwarded writes and transactions: the database they are for, on the serving node (its

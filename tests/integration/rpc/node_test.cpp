@@ -108,7 +108,7 @@ TEST(RpcNode, TimesOutAfterTheDeadline) {
     t.connect();
     const auto start = clock_type::now();
     auto code = t.h.run(
-        error_of(t.replica->call_primary("sleep_ms", values{value(std::int64_t{5000})}, {.timeout = 200ms})));
+        error_of(t.replica->call_primary("sleep_ms", values{value(std::int64_t{5000})}, within(200ms))));
     const auto elapsed = clock_type::now() - start;
     EXPECT_EQ(code, errc::timeout);
     EXPECT_GE(elapsed, 200ms);

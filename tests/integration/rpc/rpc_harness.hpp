@@ -54,6 +54,12 @@ inline node_options fast_options(std::string region, std::string primary) {
     return o;
 }
 
+inline call_options within(std::chrono::milliseconds timeout) {
+    call_options o;
+    o.timeout = timeout;
+    return o;
+}
+
 inline std::string address_of(const node& n) {
     return "127.0.0.1:" + std::to_string(n.local_endpoint().port());
 }
