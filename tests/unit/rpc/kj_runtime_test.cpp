@@ -112,9 +112,10 @@ TEST(KjBridge, CancellingTheAwaitingCoroutineDropsThePromise) {
     std::optional<kj_outcome<int>> seen;
     asio::co_spawn(
         io,
-        [&]() -> asio::awaitable<kj_outcome<int>> {
-            co_return co_await await_kj(*rt, kj::newAdaptedPromise<int, drop_probe>(dropped));
-        }(),
+        // Everything the coroutine uses is a parameter: the lambda object dies before it runs.
+        [](kj_runtime& runtime, bool& flag) -> asio::awaitable<kj_outcome<int>> {
+            co_return co_await await_kj(runtime, kj::newAdaptedPromise<int, drop_probe>(flag));
+        }(*rt, dropped),
         asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr e, kj_outcome<int> outcome) {
             EXPECT_FALSE(e);
             seen.emplace(std::move(outcome));
@@ -201,12 +202,12 @@ TEST(KjRuntime, DestroyingTheRuntimeCompletesWaitersAsCancelled) {
     auto rt = kj_runtime::for_current_thread(io);
     auto paf = kj::newPromiseAndFulfiller<int>();
     std::optional<kj_outcome<int>> seen;
-    // The promise is a coroutine parameter (copied into the frame), never a lambda capture.
+    // Everything the coroutine uses is a parameter: the lambda object dies before it runs.
     asio::co_spawn(
         io,
-        [&](kj::Promise<int> p) -> asio::awaitable<kj_outcome<int>> {
-            co_return co_await await_kj(*rt, std::move(p));
-        }(std::move(paf.promise)),
+        [](kj_runtime& runtime, kj::Promise<int> p) -> asio::awaitable<kj_outcome<int>> {
+            co_return co_await await_kj(runtime, std::move(p));
+        }(*rt, std::move(paf.promise)),
         [&](std::exception_ptr, kj_outcome<int> outcome) { seen.emplace(std::move(outcome)); });
     io.poll();
     paf.fulfiller = nullptr;  // would reject; the runtime goes first below
