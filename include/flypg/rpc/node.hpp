@@ -231,7 +231,8 @@ class node {
     /// errc::timeout after options.timeout (the request may have run); errc::overloaded for a
     /// request over the message limit or a peer at its in-flight limit; errc::procedure_error with
     /// the remote text when the procedure failed; a sqlstate code when it raised a SQL error.
-    /// Cancellation: terminal; once sent, the procedure may have run.
+    /// Cancellation: terminal and partial, reported as errc::cancelled; the peer's procedure is
+    /// cancelled too, but once sent it may have run (so total cancellation is not supported).
     asio::awaitable<std::vector<value>> call_region(std::string region,
                                                     std::string procedure_name,
                                                     std::vector<value> args,

@@ -413,6 +413,22 @@ TEST(RpcNode, RecognisesItselfAmongItsPeers) {
     EXPECT_TRUE(n.peers().empty());
 }
 
+TEST(RpcNode, ResolvesPeerHostNamesAndReadsPeersFromTheEnvironment) {
+    harness h;
+    auto state = std::make_shared<procedure_state>();
+    auto p_options = fast_options("iad", "iad");
+    add_test_procedures(p_options.procedures, state, "p");
+    node& p = h.start(std::move(p_options));
+    // A host name (resolved with Asio's resolver, again every resolve_interval) from FLYPG_PEERS.
+    ::setenv("FLYPG_PEERS", (" localhost:" + std::to_string(p.local_endpoint().port()) + ",").c_str(), 1);
+    auto r_options = fast_options("ord", "iad");
+    r_options.peers.reset();
+    node& r = h.start(std::move(r_options));
+    ::unsetenv("FLYPG_PEERS");
+    h.run(r.wait_for_region("iad", 10s));
+    EXPECT_EQ(std::get<std::string>(h.run(r.call_primary("whoami", {})).at(0)), "p");
+}
+
 TEST(RpcNode, RejectsBadOptionsNamingThem) {
     asio::io_context io;
     auto options = fast_options("iad", "iad");
@@ -430,6 +446,16 @@ TEST(RpcNode, RejectsBadOptionsNamingThem) {
     options = fast_options("iad", "iad");
     options.max_message_bytes = 10;
     EXPECT_THROW((void)node::create(io, options), flypg::error);
+    options = fast_options("iad", "iad");
+    options.peers.reset();
+    ::setenv("FLYPG_PEERS", "[::1", 1);
+    try {
+        (void)node::create(io, options);
+        FAIL();
+    } catch (const flypg::error& e) {
+        EXPECT_NE(std::string(e.what()).find("FLYPG_PEERS entry \"[::1\""), std::string::npos) << e.what();
+    }
+    ::unsetenv("FLYPG_PEERS");
 }
 
 TEST(Regions, ReadTheEnvironmentOnEveryCall) {
