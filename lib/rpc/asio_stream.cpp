@@ -151,64 +151,69 @@ class direct_read_adapter {
 
 // ---- writes -----------------------------------------------------------------------------------
 
-struct pending_write {
-    kj::PromiseFulfiller<void>* fulfiller = nullptr;
-    asio::cancellation_signal cancel;
-};
-
-// The part of a write the kernel did not take at once.
-class write_adapter {
-  public:
-    write_adapter(kj::PromiseFulfiller<void>& fulfiller,
-                  std::shared_ptr<shared_state> s,
-                  std::vector<asio::const_buffer> buffers)
-        : op_(std::make_shared<pending_write>()) {
-        op_->fulfiller = &fulfiller;
-        auto& socket = s->socket;
-        asio::async_write(
-            socket,
-            std::move(buffers),
-            asio::bind_cancellation_slot(op_->cancel.slot(),
-                                         [op = op_, s = std::move(s)](std::error_code ec, std::size_t n) {
-                                             kj_runtime::handler_scope scope;
-                                             s->written += n;
-                                             if (ec) s->note_write_failure();
-                                             if (op->fulfiller == nullptr) return;
-                                             auto* f = std::exchange(op->fulfiller, nullptr);
-                                             if (!ec) {
-                                                 f->fulfill();
-                                             } else {
-                                                 f->reject(disconnected(ec, "write to peer"));
-                                             }
-                                         }));
-    }
-
-    ~write_adapter() {
-        if (op_->fulfiller != nullptr) {
-            op_->fulfiller = nullptr;
-            op_->cancel.emit(asio::cancellation_type::terminal);
-        }
-    }
-
-  private:
-    std::shared_ptr<pending_write> op_;
-};
+constexpr std::size_t high_water = 1024 * 1024;
 
 }  // namespace
 
-std::size_t shared_state::take(std::uint8_t* out, std::size_t max) noexcept {
+std::size_t shared_state::take(std::uint8_t* destination, std::size_t max) noexcept {
     const std::size_t n = std::min(max, end - begin);
     if (n > 0) {
-        std::memcpy(out, buffer.data() + begin, n);
+        std::memcpy(destination, buffer.data() + begin, n);
         begin += n;
     }
     return n;
 }
 
-void shared_state::note_write_failure() {
+void shared_state::note_write_failure(std::error_code ec) {
     if (write_failed) return;
     write_failed = true;
+    write_error = ec;
+    out.clear();
     if (on_write_failure) on_write_failure->fulfill();
+    for (auto& f : drained) f->reject(disconnected(ec, "write to peer"));
+    drained.clear();
+}
+
+void shared_state::flush() noexcept {
+    flush_wanted = false;
+    if (sending_async || out.empty() || write_failed) return;
+    // Nothing else is queued on the socket: try at once, without blocking.
+    std::error_code ec;
+    std::size_t n = socket.write_some(asio::buffer(out), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        ec = {};
+        n = 0;
+    }
+    written += n;
+    if (ec) {
+        note_write_failure(ec);
+        return;
+    }
+    if (n == out.size()) {
+        out.clear();
+    } else {
+        // The kernel took part of it: the rest becomes an Asio operation.
+        sending.assign(out.begin() + static_cast<std::ptrdiff_t>(n), out.end());
+        out.clear();
+        sending_async = true;
+        asio::async_write(
+            socket, asio::buffer(sending), [self = shared_from_this()](std::error_code e, std::size_t m) {
+                kj_runtime::handler_scope scope;
+                self->written += m;
+                self->sending_async = false;
+                self->sending.clear();
+                if (e) {
+                    self->note_write_failure(e);
+                    return;
+                }
+                self->flush();
+            });
+    }
+    if (unsent() < high_water && !drained.empty()) {
+        auto waiting = std::move(drained);
+        drained.clear();
+        for (auto& f : waiting) f->fulfill();
+    }
 }
 
 asio_stream::asio_stream(asio::ip::tcp::socket socket)
@@ -219,8 +224,9 @@ asio_stream::asio_stream(asio::ip::tcp::socket socket)
 }
 
 asio_stream::~asio_stream() {
-    // The fulfiller must die on the loop's thread, while the loop exists: now, not in a handler.
+    // Fulfillers must die on the loop's thread, while the loop exists: now, not in a handler.
     state_->on_write_failure = nullptr;
+    state_->drained.clear();
     close();
 }
 
@@ -240,51 +246,34 @@ kj::Promise<size_t> asio_stream::tryRead(void* buffer, size_t min_bytes, size_t 
 }
 
 kj::Promise<void> asio_stream::write(const void* buffer, size_t size) {
-    std::vector<asio::const_buffer> buffers{asio::const_buffer(buffer, size)};
-    return write_buffers(std::move(buffers), size);
+    kj::ArrayPtr<const kj::byte> piece(static_cast<const kj::byte*>(buffer), size);
+    return queue(kj::arrayPtr(&piece, 1));
 }
 
 kj::Promise<void> asio_stream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
-    std::vector<asio::const_buffer> buffers;
-    buffers.reserve(pieces.size());
-    std::size_t total = 0;
-    for (auto piece : pieces) {
-        if (piece.size() == 0) continue;
-        buffers.emplace_back(piece.begin(), piece.size());
-        total += piece.size();
-    }
-    return write_buffers(std::move(buffers), total);
+    return queue(pieces);
 }
 
-kj::Promise<void> asio_stream::write_buffers(std::vector<asio::const_buffer> buffers, std::size_t total) {
-    if (total == 0) return kj::READY_NOW;
+kj::Promise<void> asio_stream::queue(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
     auto& s = *state_;
+    std::size_t total = 0;
+    for (auto piece : pieces) total += piece.size();
+    if (total == 0) return kj::READY_NOW;
     s.requested += total;
-    if (s.write_failed) return disconnected(asio::error::broken_pipe, "write to peer");
-    // KJ writes one message at a time, so nothing else is queued on the socket: try at once.
-    std::error_code ec;
-    std::size_t n = s.socket.write_some(buffers, ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
-        ec = {};
-        n = 0;
-    }
-    s.written += n;
-    if (ec) {
-        s.note_write_failure();
-        return disconnected(ec, "write to peer");
-    }
-    if (n == total) return kj::READY_NOW;
-    // The kernel took part of it: the rest becomes an Asio operation.
-    std::vector<asio::const_buffer> rest;
-    for (auto b : buffers) {
-        if (n >= b.size()) {
-            n -= b.size();
-            continue;
+    if (s.write_failed) return disconnected(s.write_error, "write to peer");
+    for (auto piece : pieces) s.out.insert(s.out.end(), piece.begin(), piece.end());
+    if (!s.flush_wanted) {
+        s.flush_wanted = true;
+        if (auto* rt = kj_runtime::current()) {
+            rt->want_flush(state_);
+        } else {
+            s.flush();
         }
-        rest.push_back(b + n);
-        n = 0;
     }
-    return kj::newAdaptedPromise<void, write_adapter>(state_, std::move(rest));
+    if (s.unsent() < high_water) return kj::READY_NOW;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    s.drained.push_back(std::move(paf.fulfiller));
+    return std::move(paf.promise);
 }
 
 kj::Promise<void> asio_stream::whenWriteDisconnected() {
@@ -299,6 +288,7 @@ kj::Promise<void> asio_stream::whenWriteDisconnected() {
 }
 
 void asio_stream::shutdownWrite() {
+    state_->flush();
     std::error_code ignored;
     state_->socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
 }

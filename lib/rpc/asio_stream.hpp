@@ -3,8 +3,10 @@
 //
 // Reads go through a 64 KiB buffer: Cap'n Proto reads a message's first word, then the rest, and
 // without the buffer each message would cost two receive calls and two trips through the
-// io_context. Writes are first tried without blocking; only what the kernel does not take at once
-// becomes an Asio operation (on loopback and fast links: never).
+// io_context. Writes are copied to an output buffer and sent when the current KJ turns are over
+// (kj_runtime::want_flush), so that the messages of one turn (a Finish and the next Call, say)
+// leave in one send; only what the kernel does not take at once becomes an Asio operation.
+// Above 1 MiB of unsent output, writes wait (Cap'n Proto's flow control sees the backpressure).
 //
 // Asio operations are kj::newAdaptedPromise adapters with their own cancellation signal: when KJ
 // drops the promise, only that operation is cancelled (a socket-wide cancel() would also abort
@@ -20,6 +22,8 @@
 #include <cstdint>
 #include <memory>
 #include <vector>
+
+#include "rpc/kj_runtime.hpp"
 
 namespace flypg::rpc::detail {
 
@@ -56,27 +60,37 @@ class asio_stream final : public kj::AsyncIoStream {
     std::uint64_t written_bytes() const noexcept { return state_->written; }
 
     /// Shared with completion handlers, which may run after the stream is gone.
-    struct shared_state {
+    struct shared_state final : flush_target, std::enable_shared_from_this<shared_state> {
         explicit shared_state(asio::ip::tcp::socket s) : socket(std::move(s)), buffer(64 * 1024) {}
         asio::ip::tcp::socket socket;
+
         std::vector<std::uint8_t> buffer;  // read-ahead: [begin, end) not yet given to KJ
         std::size_t begin = 0;
         std::size_t end = 0;
         bool reading = false;                   // an Asio read into `buffer` is in flight
         std::shared_ptr<buffered_read> waiter;  // the KJ read it will serve
         std::error_code read_error;             // sticky: end of stream or a failed read
+
+        std::vector<std::uint8_t> out;      // written by KJ, not yet given to the kernel
+        std::vector<std::uint8_t> sending;  // given to an Asio write in flight
+        bool flush_wanted = false;          // registered with the runtime for this batch
+        bool sending_async = false;         // `sending` is being written by Asio
+        std::vector<kj::Own<kj::PromiseFulfiller<void>>> drained;  // writers held back (backpressure)
         std::uint64_t requested = 0;
         std::uint64_t written = 0;
         bool write_failed = false;
+        std::error_code write_error;
         kj::Own<kj::PromiseFulfiller<void>> on_write_failure;
 
         /// Moves up to `max` buffered bytes to `out`; returns how many.
-        std::size_t take(std::uint8_t* out, std::size_t max) noexcept;
-        void note_write_failure();
+        std::size_t take(std::uint8_t* destination, std::size_t max) noexcept;
+        void flush() noexcept override;
+        void note_write_failure(std::error_code ec);
+        std::size_t unsent() const noexcept { return out.size() + sending.size(); }
     };
 
   private:
-    kj::Promise<void> write_buffers(std::vector<asio::const_buffer> buffers, std::size_t total);
+    kj::Promise<void> queue(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces);
 
     std::shared_ptr<shared_state> state_;
 };

@@ -69,6 +69,26 @@ void kj_runtime::remove_pending(pending_op& op) noexcept {
     pending_.erase(op.self);
 }
 
+kj_runtime* kj_runtime::current() noexcept {
+    return scope_runtime;
+}
+
+void kj_runtime::want_flush(std::shared_ptr<flush_target> target) {
+    if (in_loop_) {
+        to_flush_.push_back(std::move(target));
+    } else {
+        target->flush();
+    }
+}
+
+void kj_runtime::flush_all() noexcept {
+    while (!to_flush_.empty()) {
+        auto batch = std::move(to_flush_);
+        to_flush_.clear();
+        for (auto& t : batch) t->flush();
+    }
+}
+
 void kj_runtime::retire(pending_op& op) noexcept {
     clear_deadline(op);
     retired_.splice(retired_.end(), pending_, op.self);
@@ -140,6 +160,7 @@ void kj_runtime::pump() noexcept {
         }
         in_loop_ = false;
         retired_.clear();
+        flush_all();
         if (loop_.isRunnable()) schedule_pump();
         return;
     }
@@ -161,6 +182,8 @@ void kj_runtime::run_turns() noexcept {
     }
     in_loop_ = false;
     retired_.clear();
+    // Everything the turns wrote leaves now, one send per connection.
+    flush_all();
     // run() only reports transitions; when events are left, nothing will call setRunnable(true).
     if (loop_.isRunnable()) schedule_pump();
 }

@@ -26,6 +26,7 @@
 #include <list>
 #include <map>
 #include <memory>
+#include <vector>
 
 namespace flypg::rpc::detail {
 
@@ -43,6 +44,16 @@ class pending_op {
     std::list<std::unique_ptr<pending_op>>::iterator self;
     std::multimap<std::chrono::steady_clock::time_point, pending_op*>::iterator deadline_entry;
     bool has_deadline = false;
+};
+
+/// Something with output to send once the current KJ turns are over (asio_stream: all messages
+/// of a turn leave in one send).
+class flush_target {
+  public:
+    virtual void flush() noexcept = 0;
+
+  protected:
+    ~flush_target() = default;
 };
 
 // KJ's interfaces (EventPort, TaskSet::ErrorHandler, ...) have no virtual destructors: they are
@@ -87,6 +98,12 @@ class kj_runtime final : public std::enable_shared_from_this<kj_runtime> {
     /// Counters for tests and benchmarks.
     std::uint64_t pumps() const noexcept { return pumps_; }
 
+    /// The runtime of the calling thread, or nullptr.
+    static kj_runtime* current() noexcept;
+
+    /// Calls target->flush() when the KJ turns now running are over; at once when none runs.
+    void want_flush(std::shared_ptr<flush_target> target);
+
     /// Opened by a completion handler of one of flypg's Asio operations (on the loop's thread):
     /// KJ work made runnable inside the scope runs when the outermost scope closes.
     class handler_scope {
@@ -123,6 +140,7 @@ class kj_runtime final : public std::enable_shared_from_this<kj_runtime> {
     void schedule_pump();
     void pump() noexcept;
     void run_turns() noexcept;
+    void flush_all() noexcept;
     void arm_deadline_timer();
     void on_deadline_timer();
 
@@ -136,6 +154,7 @@ class kj_runtime final : public std::enable_shared_from_this<kj_runtime> {
     kj::TaskSet tasks_;
     std::list<std::unique_ptr<pending_op>> pending_;
     std::list<std::unique_ptr<pending_op>> retired_;
+    std::vector<std::shared_ptr<flush_target>> to_flush_;
     // All deadlines of pending operations, served by one timer (a timer per call would cost an
     // Asio operation, a posted cancellation and often a timerfd update each).
     std::multimap<clock::time_point, pending_op*> deadlines_;
