@@ -176,7 +176,16 @@ void shared_state::note_write_failure(std::error_code ec) {
 
 void shared_state::flush() noexcept {
     flush_wanted = false;
-    if (sending_async || out.empty() || write_failed) return;
+    if (!sending_async && !out.empty() && !write_failed) send_now();
+    // Writers held back by the high-water mark go on once the output has drained below it.
+    if (unsent() < high_water && !drained.empty() && !write_failed) {
+        auto waiting = std::move(drained);
+        drained.clear();
+        for (auto& f : waiting) f->fulfill();
+    }
+}
+
+void shared_state::send_now() noexcept {
     // Nothing else is queued on the socket: try at once, without blocking.
     std::error_code ec;
     std::size_t n = socket.write_some(asio::buffer(out), ec);
@@ -191,29 +200,24 @@ void shared_state::flush() noexcept {
     }
     if (n == out.size()) {
         out.clear();
-    } else {
-        // The kernel took part of it: the rest becomes an Asio operation.
-        sending.assign(out.begin() + static_cast<std::ptrdiff_t>(n), out.end());
-        out.clear();
-        sending_async = true;
-        asio::async_write(
-            socket, asio::buffer(sending), [self = shared_from_this()](std::error_code e, std::size_t m) {
-                kj_runtime::handler_scope scope;
-                self->written += m;
-                self->sending_async = false;
-                self->sending.clear();
-                if (e) {
-                    self->note_write_failure(e);
-                    return;
-                }
-                self->flush();
-            });
+        return;
     }
-    if (unsent() < high_water && !drained.empty()) {
-        auto waiting = std::move(drained);
-        drained.clear();
-        for (auto& f : waiting) f->fulfill();
-    }
+    // The kernel took part of it: the rest becomes an Asio operation.
+    sending.assign(out.begin() + static_cast<std::ptrdiff_t>(n), out.end());
+    out.clear();
+    sending_async = true;
+    asio::async_write(
+        socket, asio::buffer(sending), [self = shared_from_this()](std::error_code e, std::size_t m) {
+            kj_runtime::handler_scope scope;
+            self->written += m;
+            self->sending_async = false;
+            self->sending.clear();
+            if (e) {
+                self->note_write_failure(e);
+                return;
+            }
+            self->flush();
+        });
 }
 
 asio_stream::asio_stream(asio::ip::tcp::socket socket)
@@ -321,6 +325,8 @@ void asio_stream::getpeername(struct sockaddr* addr, kj::uint* length) {
 }
 
 void asio_stream::close() noexcept {
+    // Writers held back (backpressure) fail now rather than wait for a socket that is gone.
+    state_->note_write_failure(asio::error::operation_aborted);
     std::error_code ignored;
     if (state_->socket.is_open()) {
         state_->socket.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);

@@ -85,6 +85,7 @@ class asio_stream final : public kj::AsyncIoStream {
         /// Moves up to `max` buffered bytes to `out`; returns how many.
         std::size_t take(std::uint8_t* destination, std::size_t max) noexcept;
         void flush() noexcept override;
+        void send_now() noexcept;
         void note_write_failure(std::error_code ec);
         std::size_t unsent() const noexcept { return out.size() + sending.size(); }
     };

@@ -1,7 +1,6 @@
 #include "flypg/rpc/node.hpp"
 
 #include <asio/experimental/as_tuple.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/experimental/deferred.hpp>
 #include <asio/experimental/parallel_group.hpp>
 
@@ -33,7 +32,6 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 using tcp = asio::ip::tcp;
-using namespace asio::experimental::awaitable_operators;
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 
 std::optional<std::string> env(const char* name) {
@@ -941,6 +939,11 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         bool reported = false;
         try {
             for (;;) {
+                // Cancellation reported as a value (await_kj) must end the link too.
+                if ((co_await asio::this_coro::cancellation_state).cancelled() !=
+                    asio::cancellation_type::none) {
+                    co_return;
+                }
                 auto failure = handshake_failure::transport;
                 std::string text;
                 std::shared_ptr<peer_connection> conn;
@@ -1019,29 +1022,25 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
                 node.registry_changed();
             }
         } guard{*this, conn};
-        try {
-            co_await (watch_disconnect(conn) || heartbeat(conn));
-        } catch (const std::exception&) {
-        }
-        auto cs = co_await asio::this_coro::cancellation_state;
-        if (cs.cancelled() != asio::cancellation_type::none) {
-            throw std::system_error(asio::error::operation_aborted);  // the link is being stopped
-        }
+        // The heartbeat runs beside this coroutine (a task of its own, so that stopping the node
+        // stops it too) and ends with the connection.
+        auto beat = tasks_.spawn(heartbeat(conn));
+        auto ended = co_await await_kj(*ctx_->runtime, conn->on_disconnect());
+        beat->emit(asio::cancellation_type::terminal);
+        if (ended.cancelled) throw std::system_error(asio::error::operation_aborted);  // the link is stopped
         ctx_->log(log_level::info, "lost the connection to " + describe(*conn));
-    }
-
-    asio::awaitable<void> watch_disconnect(std::shared_ptr<peer_connection> conn) {
-        co_await await_kj(*ctx_->runtime, conn->on_disconnect());
     }
 
     asio::awaitable<void> heartbeat(std::shared_ptr<peer_connection> conn) {
         int misses = 0;
-        for (;;) {
+        while (!conn->closed) {
             asio::steady_timer wait(io_, config_.heartbeat_interval);
             co_await wait.async_wait(asio::use_awaitable);
             const auto start = clock::now();
             auto pong = co_await await_kj(
                 *ctx_->runtime, conn->session().pingRequest().send(), start + config_.heartbeat_interval);
+            // await_kj reports cancellation as a value: the loop ends here.
+            if (pong.cancelled && !pong.timed_out) co_return;
             if (pong.ok()) {
                 conn->last_round_trip =
                     std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - start);
