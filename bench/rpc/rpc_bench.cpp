@@ -1,10 +1,15 @@
-// RPC benchmark: two processes on loopback, one node each.
+// RPC benchmark: two processes on loopback, one node each, next to two baselines measured in the
+// same run (the machine is noisy: figures are compared as ratios, never across runs).
 //
-//   flypg_rpc_bench [--calls N] [--seconds S] [--in-flight K]
+//   flypg_rpc_bench [--calls N] [--rounds R] [--seconds S] [--in-flight K] [--in-process]
 //
-// Starts itself again as the serving node (region "iad", the primary region) and measures from
-// the calling node (region "ord"):
-//   1. call round trip, one call at a time: p50 / p90 / p99 (target: p50 <= 60 us);
+// Starts itself again as the serving processes and measures from the calling process:
+//   1. call round trip, one call at a time, N calls of each kind in R interleaved rounds:
+//        raw Asio TCP ping-pong of a message of about the size of a call (the physical floor),
+//        bare Cap'n Proto ping on KJ's own event loop (kj::setupAsyncIo + TwoPartyClient/Server,
+//        bench_ping.capnp: what Cap'n Proto costs without flypg),
+//        flypg call_primary("echo", [int64]) (target: p50 <= 60 us);
+//      with the ratios of flypg to both baselines;
 //   2. calls per second with K calls in flight (default 64);
 //   3. lateness of an unrelated 1 ms Asio timer on the caller's io_context, idle and during (2):
 //      the KJ guest loop must not starve other Asio work.
@@ -14,15 +19,25 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
 #include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "bench_ping.capnp.h"
 #include "flypg/error.hpp"
 #include "flypg/rpc/node.hpp"
 
@@ -84,6 +99,217 @@ percentiles summarize(std::vector<double> v) {
     };
     return {at(0.50), at(0.90), at(0.99), v.back()};
 }
+
+double micros_since(clock_type::time_point start) {
+    return std::chrono::duration<double, std::micro>(clock_type::now() - start).count();
+}
+
+// ---- baseline 1: raw Asio TCP ping-pong ---------------------------------------------------------
+
+// About the size of the Call message of call_primary("echo", [int64]) with its segment table.
+constexpr std::size_t raw_message_bytes = 160;
+
+asio::awaitable<void> raw_echo(asio::ip::tcp::socket socket) {
+    constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+    socket.set_option(asio::ip::tcp::no_delay(true));
+    std::array<char, raw_message_bytes> buffer{};
+    for (;;) {
+        auto [read_ec, n] = co_await asio::async_read(socket, asio::buffer(buffer), use_tuple);
+        if (read_ec) co_return;
+        auto [write_ec, m] = co_await asio::async_write(socket, asio::buffer(buffer), use_tuple);
+        if (write_ec) co_return;
+    }
+}
+
+int serve_raw() {
+    asio::io_context io;
+    asio::ip::tcp::acceptor acceptor(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    auto accept_loop = [&]() -> asio::awaitable<void> {
+        for (;;) {
+            auto socket = co_await acceptor.async_accept(asio::use_awaitable);
+            asio::co_spawn(io, raw_echo(std::move(socket)), asio::detached);
+        }
+    };
+    asio::co_spawn(io, accept_loop(), asio::detached);
+    asio::posix::stream_descriptor input(io, ::dup(STDIN_FILENO));
+    std::array<char, 16> buffer{};
+    input.async_read_some(asio::buffer(buffer), [&](std::error_code, std::size_t) { io.stop(); });
+    std::printf("%u\n", static_cast<unsigned>(acceptor.local_endpoint().port()));
+    std::fflush(stdout);
+    io.run();
+    return 0;
+}
+
+asio::awaitable<void> raw_pings(asio::ip::tcp::socket& socket, int calls, std::vector<double>& out) {
+    std::array<char, raw_message_bytes> buffer{};
+    for (int i = 0; i < calls; ++i) {
+        const auto start = clock_type::now();
+        co_await asio::async_write(socket, asio::buffer(buffer), asio::use_awaitable);
+        co_await asio::async_read(socket, asio::buffer(buffer), asio::use_awaitable);
+        out.push_back(micros_since(start));
+    }
+}
+
+// ---- baseline 2: bare Cap'n Proto on KJ's own event loop ----------------------------------------
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnon-virtual-dtor"
+class bench_ping_server final : public BenchPing::Server {
+  protected:
+    kj::Promise<void> echo(EchoContext context) override {
+        auto args = context.getParams().getArgs();
+        auto out = context.getResults().initValues(args.size());
+        for (unsigned i = 0; i < args.size(); ++i) out.set(i, args[i]);
+        return kj::READY_NOW;
+    }
+};
+#pragma GCC diagnostic pop
+
+int serve_capnp() {
+    auto io = kj::setupAsyncIo();
+    capnp::TwoPartyServer server(kj::heap<bench_ping_server>());
+    auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
+    auto listener = address->listen();
+    auto listening = server.listen(*listener).eagerlyEvaluate(nullptr);
+    std::printf("%u\n", listener->getPort());
+    std::fflush(stdout);
+    // Serves until stdin closes.
+    auto input = io.lowLevelProvider->wrapInputFd(::dup(STDIN_FILENO));
+    char c = 0;
+    input->tryRead(&c, 1, 1).wait(io.waitScope);
+    return 0;
+}
+
+// The calling side runs on a thread of its own: KJ allows one event loop per thread, and the main
+// thread hosts flypg's. The thread measures blocks of calls when asked, so that its rounds
+// interleave with the other kinds'.
+class capnp_client {
+  public:
+    explicit capnp_client(unsigned port) : thread_([this, port] { run(port); }) {}
+    ~capnp_client() {
+        {
+            std::lock_guard lock(mutex_);
+            stop_ = true;
+        }
+        changed_.notify_all();
+        thread_.join();
+    }
+    capnp_client(const capnp_client&) = delete;
+    capnp_client& operator=(const capnp_client&) = delete;
+
+    /// Makes `calls` calls one at a time and appends their round trips to `out`; throws when the
+    /// client failed.
+    void measure(int calls, std::vector<double>& out) {
+        std::unique_lock lock(mutex_);
+        out_ = &out;
+        todo_ = calls;
+        changed_.notify_all();
+        changed_.wait(lock, [&] { return todo_ == 0 || !failure_.empty(); });
+        if (!failure_.empty()) throw std::runtime_error("bare Cap'n Proto client: " + failure_);
+    }
+
+  private:
+    void run(unsigned port) {
+        try {
+            auto io = kj::setupAsyncIo();
+            auto& ws = io.waitScope;
+            auto address = io.provider->getNetwork().parseAddress("127.0.0.1", port).wait(ws);
+            auto stream = address->connect().wait(ws);
+            capnp::TwoPartyClient client(*stream);
+            auto cap = client.bootstrap().castAs<BenchPing>();
+            auto call = [&] {
+                auto request = cap.echoRequest();
+                request.setProcedure("echo");
+                request.initArgs(1).set(0, 42);
+                auto response = request.send().wait(ws);
+                if (response.getValues().size() != 1) throw std::runtime_error("bad echo");
+            };
+            for (int i = 0; i < 1000; ++i) call();  // warm-up
+            for (;;) {
+                std::unique_lock lock(mutex_);
+                changed_.wait(lock, [&] { return stop_ || todo_ > 0; });
+                if (stop_) return;
+                const int calls = todo_;
+                auto* out = out_;
+                lock.unlock();
+                for (int i = 0; i < calls; ++i) {
+                    const auto start = clock_type::now();
+                    call();
+                    out->push_back(micros_since(start));
+                }
+                lock.lock();
+                todo_ = 0;
+                changed_.notify_all();
+            }
+        } catch (const std::exception& e) {
+            std::lock_guard lock(mutex_);
+            failure_ = e.what();
+            if (failure_.empty()) failure_ = "unknown failure";
+            changed_.notify_all();
+        } catch (const kj::Exception& e) {
+            std::lock_guard lock(mutex_);
+            failure_ = e.getDescription().cStr();
+            changed_.notify_all();
+        }
+    }
+
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    int todo_ = 0;
+    std::vector<double>* out_ = nullptr;
+    bool stop_ = false;
+    std::string failure_;
+    std::thread thread_;
+};
+
+// ---- the serving processes ----------------------------------------------------------------------
+
+// This program again, as a server of the given kind; it prints its port and exits when its stdin
+// closes.
+class server_process {
+  public:
+    server_process(const char* self, const char* mode) {
+        int to_child[2];
+        int from_child[2];
+        if (::pipe(to_child) != 0 || ::pipe(from_child) != 0) throw std::runtime_error("pipe failed");
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_adddup2(&actions, to_child[0], STDIN_FILENO);
+        posix_spawn_file_actions_adddup2(&actions, from_child[1], STDOUT_FILENO);
+        posix_spawn_file_actions_addclose(&actions, to_child[1]);
+        posix_spawn_file_actions_addclose(&actions, from_child[0]);
+        std::string mode_arg = mode;
+        std::string self_arg = self;
+        char* child_argv[] = {self_arg.data(), mode_arg.data(), nullptr};
+        const int spawned = ::posix_spawn(&pid_, "/proc/self/exe", &actions, nullptr, child_argv, environ);
+        posix_spawn_file_actions_destroy(&actions);
+        ::close(to_child[0]);
+        ::close(from_child[1]);
+        input_ = to_child[1];
+        if (spawned != 0) {
+            pid_ = 0;
+            ::close(from_child[0]);
+            throw std::runtime_error(std::string("cannot start the ") + mode + " process");
+        }
+        char c = 0;
+        while (::read(from_child[0], &c, 1) == 1 && c != '\n') port_ += c;
+        ::close(from_child[0]);
+        if (port_.empty()) throw std::runtime_error(std::string("the ") + mode + " process gave no port");
+    }
+    ~server_process() {
+        ::close(input_);  // the server exits when its stdin closes
+        if (pid_ != 0) ::waitpid(pid_, nullptr, 0);
+    }
+    server_process(const server_process&) = delete;
+    server_process& operator=(const server_process&) = delete;
+
+    const std::string& port() const { return port_; }
+
+  private:
+    pid_t pid_ = 0;
+    int input_ = -1;
+    std::string port_;
+};
 
 // Measures how late a 1 ms periodic timer fires until `stop` is set.
 asio::awaitable<void> timer_probe(std::vector<double>& late_us, const bool& stop) {
@@ -155,162 +381,187 @@ int run_in_process(int calls) {
     return 0;
 }
 
-}  // namespace
+void print_round_trip(const char* name, const percentiles& p) {
+    std::printf(
+        "  %-44s p50 %6.1f us, p90 %6.1f us, p99 %6.1f us, max %7.1f us\n", name, p.p50, p.p90, p.p99, p.max);
+}
 
-int main(int argc, char** argv) {
-    if (argc > 1 && std::string(argv[1]) == "serve") return serve();
-    int calls = 20000;
-    double seconds = 3.0;
-    int in_flight = 64;
-    bool in_process = false;
-    for (int i = 1; i < argc; ++i) {
-        if (std::string(argv[i]) == "--in-process") in_process = true;
-    }
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const std::string flag = argv[i];
-        if (flag == "--calls") calls = std::atoi(argv[i + 1]);
-        if (flag == "--seconds") seconds = std::atof(argv[i + 1]);
-        if (flag == "--in-flight") in_flight = std::atoi(argv[i + 1]);
-    }
+void print_ratio(const char* name, const percentiles& flypg, const percentiles& baseline) {
+    std::printf(
+        "  %-44s p50 %5.2f x, p99 %5.2f x\n", name, flypg.p50 / baseline.p50, flypg.p99 / baseline.p99);
+}
 
-    if (in_process) return run_in_process(calls);
-
-    // The serving node, in its own process.
-    int to_child[2];
-    int from_child[2];
-    if (::pipe(to_child) != 0 || ::pipe(from_child) != 0) return 1;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, to_child[0], STDIN_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, from_child[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addclose(&actions, to_child[1]);
-    posix_spawn_file_actions_addclose(&actions, from_child[0]);
-    char serve_arg[] = "serve";
-    char* child_argv[] = {argv[0], serve_arg, nullptr};
-    pid_t child = 0;
-    if (::posix_spawn(&child, "/proc/self/exe", &actions, nullptr, child_argv, environ) != 0) return 1;
-    ::close(to_child[0]);
-    ::close(from_child[1]);
-    std::string port_text;
-    char c = 0;
-    while (::read(from_child[0], &c, 1) == 1 && c != '\n') port_text += c;
+int run_two_processes(const char* self, int calls, int rounds, double seconds, int in_flight) {
+    server_process flypg_server(self, "serve");
+    server_process raw_server(self, "serve-raw");
+    server_process capnp_server(self, "serve-capnp");
 
     asio::io_context io;
     auto options = base_options("ord");
-    options.peers = std::vector<std::string>{"127.0.0.1:" + port_text};
+    options.peers = std::vector<std::string>{"127.0.0.1:" + flypg_server.port()};
     auto local = node::create(io, std::move(options));
     asio::cancellation_signal stop_node;
     bool node_finished = false;
     asio::co_spawn(io, local.run(), asio::bind_cancellation_slot(stop_node.slot(), [&](std::exception_ptr) {
                        node_finished = true;
                    }));
+    struct node_stopper {
+        asio::io_context& io;
+        asio::cancellation_signal& stop;
+        bool& finished;
+        ~node_stopper() {
+            stop.emit(asio::cancellation_type::terminal);
+            while (!finished) io.run_one();
+        }
+    } stopper{io, stop_node, node_finished};
+
+    run_to_completion(io, [&]() -> asio::awaitable<bool> {
+        co_await local.wait_for_region("iad", std::chrono::seconds(10));
+        co_return true;
+    }());
+
+    // 1. Round trip, one call at a time, the three kinds in interleaved rounds (each round of each
+    // kind sees about the same machine).
+    asio::ip::tcp::socket raw(io);
+    raw.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"),
+                                        static_cast<std::uint16_t>(std::stoi(raw_server.port()))));
+    raw.set_option(asio::ip::tcp::no_delay(true));
+    capnp_client bare(static_cast<unsigned>(std::stoi(capnp_server.port())));
+    std::vector<double> raw_us, capnp_us, flypg_us, warm_up;
+    raw_us.reserve(static_cast<std::size_t>(calls));
+    capnp_us.reserve(static_cast<std::size_t>(calls));
+    flypg_us.reserve(static_cast<std::size_t>(calls));
+    const values args{value(std::int64_t{42})};
+    auto flypg_calls = [&](int n, std::vector<double>& out) -> asio::awaitable<bool> {
+        for (int i = 0; i < n; ++i) {
+            const auto start = clock_type::now();
+            co_await local.call_primary("echo", args);
+            out.push_back(micros_since(start));
+        }
+        co_return true;
+    };
+    run_to_completion(io, flypg_calls(1000, warm_up));
+    run_to_completion(io, [&]() -> asio::awaitable<bool> {
+        co_await raw_pings(raw, 1000, warm_up);
+        co_return true;
+    }());
+    for (int r = 0; r < rounds; ++r) {
+        const int n = calls / rounds;
+        run_to_completion(io, [&]() -> asio::awaitable<bool> {
+            co_await raw_pings(raw, n, raw_us);
+            co_return true;
+        }());
+        bare.measure(n, capnp_us);
+        run_to_completion(io, flypg_calls(n, flypg_us));
+    }
+    const auto raw_rtt = summarize(raw_us);
+    const auto capnp_rtt = summarize(capnp_us);
+    const auto flypg_rtt = summarize(flypg_us);
+    std::printf("call round trip, 2 processes, loopback, 1 in flight, %zu calls of each kind in %d rounds:\n",
+                flypg_us.size(),
+                rounds);
+    print_round_trip("raw Asio TCP ping-pong (160 B each way)", raw_rtt);
+    print_round_trip("bare Cap'n Proto ping (KJ's own loop)", capnp_rtt);
+    print_round_trip("flypg call_primary(\"echo\", [int64])", flypg_rtt);
+    print_ratio("flypg / raw Asio TCP", flypg_rtt, raw_rtt);
+    print_ratio("flypg / bare Cap'n Proto", flypg_rtt, capnp_rtt);
+    raw.close();
+
+    // 3a. Timer lateness with no RPC load.
+    std::vector<double> idle_late;
+    bool stop_probe = false;
+    run_to_completion(io, [&]() -> asio::awaitable<bool> {
+        asio::steady_timer end(co_await asio::this_coro::executor, std::chrono::seconds(1));
+        end.async_wait([&](std::error_code) { stop_probe = true; });
+        co_await timer_probe(idle_late, stop_probe);
+        co_return true;
+    }());
+
+    // 2 + 3b. Throughput with K calls in flight, and the timer meanwhile.
+    std::vector<double> loaded_late;
+    long completed = 0;
+    bool stop_load = false;
+    int callers_left = in_flight;
+    const auto load_start = clock_type::now();
+    // Named, so that the closure outlives the coroutines that refer to its captures.
+    auto caller = [&]() -> asio::awaitable<void> {
+        while (!stop_load) {
+            co_await local.call_primary("echo", args);
+            ++completed;
+        }
+    };
+    for (int i = 0; i < in_flight; ++i) {
+        asio::co_spawn(io, caller(), [&](std::exception_ptr e) {
+            --callers_left;
+            if (e) {
+                try {
+                    std::rethrow_exception(e);
+                } catch (const std::exception& ex) {
+                    std::fprintf(stderr, "caller failed: %s\n", ex.what());
+                }
+            }
+        });
+    }
+    bool probe_done = false;
+    asio::co_spawn(io, timer_probe(loaded_late, stop_load), [&](std::exception_ptr) { probe_done = true; });
+    asio::steady_timer end(
+        io, std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(seconds)));
+    end.async_wait([&](std::error_code) { stop_load = true; });
+    while (callers_left > 0 || !probe_done) io.run_one();
+    const double elapsed = std::chrono::duration<double>(clock_type::now() - load_start).count();
+    std::printf("throughput, %d in flight: %.0f calls/s (%ld calls in %.2f s)\n",
+                in_flight,
+                static_cast<double>(completed) / elapsed,
+                completed,
+                elapsed);
+    const auto idle = summarize(idle_late);
+    const auto loaded = summarize(loaded_late);
+    std::printf(
+        "1 ms Asio timer lateness, idle:                p50 %.1f us, p99 %.1f us, max %.1f us (%zu "
+        "ticks)\n",
+        idle.p50,
+        idle.p99,
+        idle.max,
+        idle_late.size());
+    std::printf(
+        "1 ms Asio timer lateness, %d calls in flight:  p50 %.1f us, p99 %.1f us, max %.1f us (%zu "
+        "ticks)\n",
+        in_flight,
+        loaded.p50,
+        loaded.p99,
+        loaded.max,
+        loaded_late.size());
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc > 1 && std::string(argv[1]) == "serve") return serve();
+    if (argc > 1 && std::string(argv[1]) == "serve-raw") return serve_raw();
+    if (argc > 1 && std::string(argv[1]) == "serve-capnp") return serve_capnp();
+    int calls = 20000;
+    int rounds = 4;
+    double seconds = 3.0;
+    int in_flight = 64;
+    bool in_process = false;
+    for (int i = 1; i < argc; ++i) {
+        if (std::string(argv[i]) == "--in-process") in_process = true;
+    }
+    for (int i = 1; i + 1 < argc; ++i) {
+        const std::string flag = argv[i];
+        if (flag == "--calls") calls = std::atoi(argv[i + 1]);
+        if (flag == "--rounds") rounds = std::max(1, std::atoi(argv[i + 1]));
+        if (flag == "--seconds") seconds = std::atof(argv[i + 1]);
+        if (flag == "--in-flight") in_flight = std::atoi(argv[i + 1]);
+    }
+    if (calls < rounds) calls = rounds;
 
     try {
-        run_to_completion(io, [&]() -> asio::awaitable<bool> {
-            co_await local.wait_for_region("iad", std::chrono::seconds(10));
-            co_return true;
-        }());
-
-        // 1. Round trip, one call at a time.
-        std::vector<double> rtt_us;
-        rtt_us.reserve(static_cast<std::size_t>(calls));
-        run_to_completion(io, [&]() -> asio::awaitable<bool> {
-            values args{value(std::int64_t{42})};
-            for (int i = 0; i < 1000; ++i) co_await local.call_primary("echo", args);  // warm-up
-            for (int i = 0; i < calls; ++i) {
-                const auto start = clock_type::now();
-                co_await local.call_primary("echo", args);
-                rtt_us.push_back(
-                    std::chrono::duration<double, std::micro>(clock_type::now() - start).count());
-            }
-            co_return true;
-        }());
-        const auto rtt = summarize(rtt_us);
-        std::printf(
-            "call round trip, 2 processes, loopback, 1 in flight (%d calls): p50 %.1f us, p90 %.1f us, "
-            "p99 %.1f us, max %.1f us\n",
-            calls,
-            rtt.p50,
-            rtt.p90,
-            rtt.p99,
-            rtt.max);
-
-        // 3a. Timer lateness with no RPC load.
-        std::vector<double> idle_late;
-        bool stop_probe = false;
-        run_to_completion(io, [&]() -> asio::awaitable<bool> {
-            asio::steady_timer end(co_await asio::this_coro::executor, std::chrono::seconds(1));
-            end.async_wait([&](std::error_code) { stop_probe = true; });
-            co_await timer_probe(idle_late, stop_probe);
-            co_return true;
-        }());
-
-        // 2 + 3b. Throughput with K calls in flight, and the timer meanwhile.
-        std::vector<double> loaded_late;
-        long completed = 0;
-        bool stop_load = false;
-        int callers_left = in_flight;
-        const auto load_start = clock_type::now();
-        // Named, so that the closure outlives the coroutines that refer to its captures.
-        auto caller = [&]() -> asio::awaitable<void> {
-            values args{value(std::int64_t{42})};
-            while (!stop_load) {
-                co_await local.call_primary("echo", args);
-                ++completed;
-            }
-        };
-        for (int i = 0; i < in_flight; ++i) {
-            asio::co_spawn(io, caller(), [&](std::exception_ptr e) {
-                --callers_left;
-                if (e) {
-                    try {
-                        std::rethrow_exception(e);
-                    } catch (const std::exception& ex) {
-                        std::fprintf(stderr, "caller failed: %s\n", ex.what());
-                    }
-                }
-            });
-        }
-        bool probe_done = false;
-        asio::co_spawn(
-            io, timer_probe(loaded_late, stop_load), [&](std::exception_ptr) { probe_done = true; });
-        asio::steady_timer end(
-            io, std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(seconds)));
-        end.async_wait([&](std::error_code) { stop_load = true; });
-        while (callers_left > 0 || !probe_done) io.run_one();
-        const double elapsed = std::chrono::duration<double>(clock_type::now() - load_start).count();
-        std::printf("throughput, %d in flight: %.0f calls/s (%ld calls in %.2f s)\n",
-                    in_flight,
-                    static_cast<double>(completed) / elapsed,
-                    completed,
-                    elapsed);
-        const auto idle = summarize(idle_late);
-        const auto loaded = summarize(loaded_late);
-        std::printf(
-            "1 ms Asio timer lateness, idle:                p50 %.1f us, p99 %.1f us, max %.1f us (%zu "
-            "ticks)\n",
-            idle.p50,
-            idle.p99,
-            idle.max,
-            idle_late.size());
-        std::printf(
-            "1 ms Asio timer lateness, %d calls in flight:  p50 %.1f us, p99 %.1f us, max %.1f us (%zu "
-            "ticks)\n",
-            in_flight,
-            loaded.p50,
-            loaded.p99,
-            loaded.max,
-            loaded_late.size());
+        if (in_process) return run_in_process(calls);
+        return run_two_processes(argv[0], calls, rounds, seconds, in_flight);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "benchmark failed: %s\n", e.what());
-        ::close(to_child[1]);
-        ::waitpid(child, nullptr, 0);
         return 1;
     }
-
-    stop_node.emit(asio::cancellation_type::terminal);
-    while (!node_finished) io.run_one();
-    ::close(to_child[1]);  // the serving node exits when its stdin closes
-    ::waitpid(child, nullptr, 0);
-    return 0;
 }
