@@ -8,7 +8,12 @@
 //    oracle: a separate thread with its own connection busy-polling pg_last_wal_replay_lsn() on the replica
 //    (synchronous libpq, so the benchmark's io_context cannot delay it). For each write, the oracle time is
 //    when the oracle first saw a position at or past the write's commit LSN; overhead = wait end - oracle
-//    time.
+//    time. Waits are issued as callbacks (the tracker's own cost) and as one coroutine each (what
+//    an application sees, including starting N coroutines); the "+cached" rows are the same-run
+//    baselines of each with no polling at all.
+//
+//    flypg_tracker_bench --parts=overhead --shapes=waits,cached --strategies=poll --writes=3000
+//
 // 2. Polls per second with 1, 100 and 10,000 waits pending, on a replica that keeps moving (a
 //    background writer) and on one that stands still.
 // 3. Memory per pending wait, 100,000 of them (mallinfo2 before and after): the tracker's own
@@ -31,6 +36,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -65,6 +71,14 @@ ABSL_FLAG(int,
           0,
           "pause between two oracle polls (0: busy-poll; on a small machine a pause leaves CPU to the rest)");
 ABSL_FLAG(std::string, parts, "overhead,polls,memory,idle", "which parts to run");
+ABSL_FLAG(std::string,
+          shapes,
+          "waits,coroutines,cached,sustained",
+          "which overhead shapes to run (cached adds the cached baseline of waits and coroutines)");
+ABSL_FLAG(std::string, waits, "1,100,1000", "numbers of simultaneous waits the overhead part measures");
+ABSL_FLAG(int, poll_floor_us, 0, "tracker_options::poll_floor for the overhead part (0: the default)");
+ABSL_FLAG(int, poll_ceiling_us, 0, "tracker_options::poll_ceiling for the overhead part (0: the default)");
+ABSL_FLAG(std::string, strategies, "poll,long_poll", "which tracker strategies the overhead part runs");
 
 namespace {
 
@@ -83,8 +97,19 @@ double percentile(std::vector<double> v, double p) {
     return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
 }
 
+// Whether the comma-separated `list` names `item` exactly.
+bool listed(const std::string& list, std::string_view item) {
+    std::string_view rest = list;
+    for (;;) {
+        const auto comma = rest.find(',');
+        if (rest.substr(0, comma) == item) return true;
+        if (comma == std::string_view::npos) return false;
+        rest.remove_prefix(comma + 1);
+    }
+}
+
 bool wanted(const char* part) {
-    return absl::GetFlag(FLAGS_parts).find(part) != std::string::npos;
+    return listed(absl::GetFlag(FLAGS_parts), part);
 }
 
 // The oracle: busy-polls the replay position on its own thread and records when each new
@@ -114,6 +139,10 @@ class oracle {
     }
 
     std::uint64_t polls() const { return polls_; }
+    /// Mean round trip of the oracle's queries so far.
+    double mean_rtt_us() const {
+        return polls_ == 0 ? 0.0 : static_cast<double>(busy_ns_) / 1e3 / static_cast<double>(polls_);
+    }
     void reset() {
         std::lock_guard lock(mutex_);
         seen_.clear();
@@ -127,9 +156,11 @@ class oracle {
 
     void loop() {
         while (!stop_) {
+            const auto sent = clock_type::now();
             PGresult* r = PQexec(conn_, "SELECT pg_last_wal_replay_lsn()::text");
             const auto now = clock_type::now();
             ++polls_;
+            busy_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(now - sent).count();
             if (PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0)) {
                 const lsn position = lsn::parse(PQgetvalue(r, 0, 0));
                 std::lock_guard lock(mutex_);
@@ -144,6 +175,7 @@ class oracle {
     const std::chrono::microseconds pause_{absl::GetFlag(FLAGS_oracle_pause_us)};
     std::atomic<bool> stop_{false};
     std::atomic<std::uint64_t> polls_{0};
+    std::atomic<std::int64_t> busy_ns_{0};
     std::mutex mutex_;
     std::vector<sample> seen_;
     std::thread thread_;
@@ -199,6 +231,12 @@ asio::awaitable<std::vector<lsn>> commit_rows(flypg::pg::connection& primary,
     co_return commits;
 }
 
+// Mean of the durations recorded between two snapshots of a histogram.
+double mean_us(const replication::latency_histogram& before, const replication::latency_histogram& after) {
+    const auto count = after.count - before.count;
+    return count == 0 ? 0.0 : micros(after.sum - before.sum) / static_cast<double>(count);
+}
+
 struct overhead_result {
     std::vector<double> overhead_us;
     std::vector<double> wait_us;
@@ -206,13 +244,21 @@ struct overhead_result {
     std::uint64_t polls = 0;
     double seconds = 0;
     std::size_t peak_waiters = 0;
+    double poll_rtt_us = 0;  // mean round trip of the tracker's queries
     int missing = 0;
 };
 
 // Rounds of `concurrency` simultaneous waits: one pipeline commits `concurrency` transactions,
-// then one coroutine per commit waits for its LSN. The writers cost one round trip per round, so
-// the figures are the tracker's, not the load generator's.
-enum class replayed_first { no, yes };
+// then each commit's LSN is waited for. The writers cost one round trip per round, so the figures
+// are the tracker's, not the load generator's.
+struct round_shape {
+    /// One coroutine per wait (what an application with a coroutine per request sees), or plain
+    /// callbacks issued in one loop (the tracker's own cost, without starting N coroutines).
+    bool coroutine_per_wait = false;
+    /// Baseline: the tracker already knows every commit is replayed, so the waits take the cached
+    /// path: what registering and resuming N waits costs on one thread, which no polling removes.
+    bool replayed_first = false;
+};
 
 asio::awaitable<void> measure_overhead(replication::tracker& t,
                                        flypg::pg::connection& primary,
@@ -220,7 +266,7 @@ asio::awaitable<void> measure_overhead(replication::tracker& t,
                                        int concurrency,
                                        int writes,
                                        overhead_result& out,
-                                       replayed_first baseline = replayed_first::no) {
+                                       round_shape shape) {
     auto ex = co_await asio::this_coro::executor;
     struct sample {
         lsn commit;
@@ -231,31 +277,43 @@ asio::awaitable<void> measure_overhead(replication::tracker& t,
     samples.reserve(static_cast<std::size_t>(writes));
     static std::int64_t next_id = 0;
     const auto polls_before = t.stats().polls;
+    const auto poll_latency_before = t.stats().poll_latency;
     const auto start = clock_type::now();
     for (int done = 0; done < writes; done += concurrency) {
         const std::vector<lsn> commits = co_await commit_rows(primary, next_id, concurrency);
         next_id += concurrency;
-        // Baseline: the tracker already knows every commit is replayed, so the waits below take
-        // the cached path and measure only starting, registering and resuming N coroutines.
-        if (baseline == replayed_first::yes) co_await t.wait_for(commits.back());
+        if (shape.replayed_first) co_await t.wait_for(commits.back());
         int remaining = concurrency;
         asio::steady_timer round_done(ex, clock_type::time_point::max());
+        // The round waits for every wait, so the references stay valid.
+        auto record = [&samples, &remaining, &round_done](lsn target, clock_type::time_point begin) {
+            const auto end = clock_type::now();
+            samples.push_back({target, end, end - begin});
+            if (--remaining == 0) round_done.cancel();
+        };
         for (const lsn commit : commits) {
-            // The round waits for every waiter, so the references stay valid.
-            auto waiter = [&t, &samples, &remaining, &round_done](lsn target) -> asio::awaitable<void> {
-                const auto begin = clock_type::now();
-                co_await t.wait_for(target);
-                const auto end = clock_type::now();
-                samples.push_back({target, end, end - begin});
-                if (--remaining == 0) round_done.cancel();
-            };
-            asio::co_spawn(ex, waiter(commit), asio::detached);
+            if (shape.coroutine_per_wait) {
+                auto waiter = [&t, &record](lsn target) -> asio::awaitable<void> {
+                    const auto begin = clock_type::now();
+                    co_await t.wait_for(target);
+                    record(target, begin);
+                };
+                asio::co_spawn(ex, waiter(commit), asio::detached);
+            } else {
+                t.wait_for(commit,
+                           [&record, commit, begin = clock_type::now()](std::exception_ptr e,
+                                                                        replication::lsn_wait_result) {
+                               if (e) std::rethrow_exception(e);
+                               record(commit, begin);
+                           });
+            }
         }
         co_await round_done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
     }
     out.seconds = std::chrono::duration<double>(clock_type::now() - start).count();
     out.polls = t.stats().polls - polls_before;
     out.peak_waiters = t.stats().peak_waiters;
+    out.poll_rtt_us = mean_us(poll_latency_before, t.stats().poll_latency);
     // Let the oracle catch up with the last writes before reading it.
     asio::steady_timer settle(ex, 20ms);
     co_await settle.async_wait(asio::use_awaitable);
@@ -291,6 +349,7 @@ asio::awaitable<void> measure_sustained(replication::tracker& t,
     static std::int64_t next_id = 1'000'000'000;
     asio::steady_timer all_done(ex, clock_type::time_point::max());
     const auto polls_before = t.stats().polls;
+    const auto poll_latency_before = t.stats().poll_latency;
     const auto start = clock_type::now();
     auto writer = [&]() -> asio::awaitable<void> {
         while (next < writes) {
@@ -317,6 +376,7 @@ asio::awaitable<void> measure_sustained(replication::tracker& t,
     out.seconds = std::chrono::duration<double>(clock_type::now() - start).count();
     out.polls = t.stats().polls - polls_before;
     out.peak_waiters = t.stats().peak_waiters;
+    out.poll_rtt_us = mean_us(poll_latency_before, t.stats().poll_latency);
     asio::steady_timer settle(ex, 20ms);
     co_await settle.async_wait(asio::use_awaitable);
     for (const sample& s : samples) {
@@ -337,7 +397,7 @@ void print_row(
     if (!r.insert_us.empty()) {
         std::snprintf(insert, sizeof insert, "%5.0fus", percentile(r.insert_us, 0.5));
     }
-    std::printf("   %-9s %-9s %6d %7.0fus %7.0fus %7.0fus %7.0fus %9.0f %9.0f %7zu %s%s\n",
+    std::printf("   %-9s %-18s %6d %7.0fus %7.0fus %7.0fus %7.0fus %9.0f %7.0fus %9.0f %7zu %s%s\n",
                 strategy,
                 shape,
                 concurrency,
@@ -346,6 +406,7 @@ void print_row(
                 percentile(r.wait_us, 0.5),
                 percentile(r.wait_us, 0.99),
                 static_cast<double>(r.polls) / r.seconds,
+                r.poll_rtt_us,
                 static_cast<double>(writes) / r.seconds,
                 r.peak_waiters,
                 insert,
@@ -371,13 +432,13 @@ asio::awaitable<void> overhead_part(asio::any_io_executor ex) {
                 load[0],
                 std::thread::hardware_concurrency());
     std::printf(
-        "   rounds: N waits at once (one pipeline commits N rows, N coroutines wait);\n"
+        "   waits: N waits at once (one pipeline commits N rows, then N callback waits are issued)\n"
+        "   coroutines: the same with one coroutine per wait\n"
+        "   +cached: the same rounds with every commit already known replayed: the cost of registering\n"
+        "     and resuming N waits (or starting N coroutines) on one thread, which no polling removes\n"
         "   sustained: N writer coroutines in a loop of insert + wait over a %d-connection pool\n",
         absl::GetFlag(FLAGS_pool_size));
-    std::printf(
-        "   cached: the same rounds with every commit already known replayed: the cost of starting,\n"
-        "   registering and resuming N coroutines on one thread, which no polling can remove\n");
-    std::printf("   %-9s %-9s %6s %9s %9s %9s %9s %9s %9s %7s %7s\n",
+    std::printf("   %-9s %-18s %6s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n",
                 "strategy",
                 "shape",
                 "N",
@@ -386,30 +447,48 @@ asio::awaitable<void> overhead_part(asio::any_io_executor ex) {
                 "wait p50",
                 "wait p99",
                 "polls/s",
+                "poll rtt",
                 "writes/s",
                 "peak",
                 "insert");
     for (auto strategy : {replication::poll_strategy::poll, replication::poll_strategy::long_poll}) {
         replication::tracker_options options;
         options.strategy = strategy;
+        if (absl::GetFlag(FLAGS_poll_floor_us) > 0) {
+            options.poll_floor = std::chrono::microseconds(absl::GetFlag(FLAGS_poll_floor_us));
+        }
+        if (absl::GetFlag(FLAGS_poll_ceiling_us) > 0) {
+            options.poll_ceiling = std::chrono::microseconds(absl::GetFlag(FLAGS_poll_ceiling_us));
+        }
         const char* name = strategy == replication::poll_strategy::poll ? "poll" : "long_poll";
+        if (!listed(absl::GetFlag(FLAGS_strategies), name)) continue;
+        const std::string shapes = absl::GetFlag(FLAGS_shapes);
         for (int concurrency : {1, 100, 1000}) {
+            if (!listed(absl::GetFlag(FLAGS_waits), std::to_string(concurrency))) continue;
             replication::tracker t(ex, replica_source(ex), options);
             overhead_result warm;
-            co_await with_tracker(t, measure_overhead(t, primary, truth, concurrency, concurrency, warm));
-            truth.reset();
-            overhead_result result;
-            co_await with_tracker(t, measure_overhead(t, primary, truth, concurrency, writes, result));
-            print_row(name, "rounds", concurrency, result, writes);
-            if (strategy == replication::poll_strategy::poll) {
+            co_await with_tracker(
+                t, measure_overhead(t, primary, truth, concurrency, concurrency, warm, round_shape{}));
+            for (const char* shape : {"waits", "waits+cached", "coroutines", "coroutines+cached"}) {
+                const std::string_view text = shape;
+                const bool cached = text.ends_with("+cached");
+                if (!listed(shapes, text.substr(0, text.find('+'))) ||
+                    (cached && !listed(shapes, "cached"))) {
+                    continue;
+                }
+                if (cached && strategy != replication::poll_strategy::poll) continue;  // no poll involved
+                round_shape how;
+                how.coroutine_per_wait = text.starts_with("coroutines");
+                how.replayed_first = cached;
                 truth.reset();
-                overhead_result cached;
-                co_await with_tracker(
-                    t, measure_overhead(t, primary, truth, concurrency, writes, cached, replayed_first::yes));
-                print_row(name, "cached", concurrency, cached, writes);
+                overhead_result result;
+                co_await with_tracker(t,
+                                      measure_overhead(t, primary, truth, concurrency, writes, result, how));
+                print_row(name, shape, concurrency, result, writes);
             }
         }
         for (int writers : {1, 100}) {
+            if (!listed(shapes, "sustained")) break;
             replication::tracker t(ex, replica_source(ex), options);
             truth.reset();
             overhead_result result;
@@ -417,7 +496,9 @@ asio::awaitable<void> overhead_part(asio::any_io_executor ex) {
             print_row(name, "sustained", writers, result, writes);
         }
     }
-    std::printf("   oracle: %llu polls\n\n", static_cast<unsigned long long>(truth.polls()));
+    std::printf("   oracle: %llu polls, mean round trip %.0f us\n\n",
+                static_cast<unsigned long long>(truth.polls()),
+                truth.mean_rtt_us());
 }
 
 asio::awaitable<void> polls_part(asio::any_io_executor ex) {

@@ -344,6 +344,7 @@ class tracker_core : public waiter_registry,
 
             std::exception_ptr failure;
             replay_status status;
+            const time_point sent = Clock::now();
             try {
                 status = co_await query(target);
             } catch (...) {
@@ -355,7 +356,7 @@ class tracker_core : public waiter_registry,
                 connected = false;
                 continue;
             }
-            apply(status);
+            apply(status, sent);
         }
     }
 
@@ -409,23 +410,32 @@ class tracker_core : public waiter_registry,
         stats_.replay_position.reset();
     }
 
-    void apply(const replay_status& status) {
+    void apply(const replay_status& status, time_point sent) {
         ready_.clear();
         lsn_wait_result result;
         const time_point now = Clock::now();
         {
             std::lock_guard lock(mutex_);
+            stats_.poll_latency.record(now - sent);
             if (status.state == replay_state::replaying) {
                 const bool progressed = !cached_ || *cached_ != status;
                 cached_ = status;
                 stats_.replay_position = status.position;
                 result.replay_position = status.position;
-                while (!by_target_.empty() && by_target_.top()->target <= status.position) {
-                    waiter* w = by_target_.pop();
-                    by_deadline_.erase(w);
-                    ready_.push_back(w);
-                    stats_.wait_latency.record(now.time_since_epoch() - w->started);
+                if (status.position >= highest_target_) {
+                    // Every pending wait is covered, the usual case: one sort instead of a heap
+                    // pop and a heap erase per waiter.
+                    by_target_.take_all_sorted(ready_);
+                    by_deadline_.clear();
+                } else {
+                    while (!by_target_.empty() && by_target_.top()->target <= status.position) {
+                        waiter* w = by_target_.pop();
+                        by_deadline_.erase(w);
+                        ready_.push_back(w);
+                    }
                 }
+                for (const waiter* w : ready_)
+                    stats_.wait_latency.record(now.time_since_epoch() - w->started);
                 stats_.replayed += ready_.size();
                 interval_.on_poll(progressed);
                 // A long-poll call already waited on the server: after progress, ask again at
@@ -449,8 +459,8 @@ class tracker_core : public waiter_registry,
             last_poll_done_ = now;
             stats_.waiters = by_target_.size();
         }
-        // Posted in LSN order, so waiters sharing an executor resume in LSN order.
-        for (waiter* w : ready_) w->complete(nullptr, result);
+        // In LSN order, one posted handler per executor.
+        complete_in_order(ready_, result);
     }
 
     asio::awaitable<void> expiry_loop() {

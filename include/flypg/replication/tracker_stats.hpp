@@ -80,6 +80,9 @@ struct tracker_stats {
     /// Durations of waits that needed at least one poll and ended replayed (cached waits are
     /// counted in `cached` instead, timeouts in `timeouts`).
     latency_histogram wait_latency;
+    /// Round trips of the queries (reads and long-poll calls) that got an answer: how fast the
+    /// replica answers, which bounds how soon a replayed write is noticed.
+    latency_histogram poll_latency;
 };
 
 }  // namespace flypg::replication

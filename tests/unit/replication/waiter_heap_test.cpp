@@ -27,6 +27,9 @@ struct test_waiter final : waiter {
         deadline = std::chrono::nanoseconds(static_cast<std::int64_t>(1000 - target_value));
     }
     void complete(std::exception_ptr, flypg::replication::lsn_wait_result) override {}
+    asio::any_io_executor completion_executor() const override { return {}; }
+    void complete_here(std::exception_ptr, flypg::replication::lsn_wait_result) override {}
+    void discard() noexcept override {}
 };
 
 std::vector<std::unique_ptr<test_waiter>> make_waiters(const std::vector<std::uint64_t>& targets) {
@@ -51,6 +54,28 @@ TEST(WaiterHeap, PopsInLsnOrderAndFifoAmongEqualLsns) {
     const std::vector<std::pair<std::uint64_t, std::uint64_t>> expected{
         {10, 1}, {10, 3}, {10, 5}, {20, 2}, {30, 0}, {30, 4}};
     EXPECT_EQ(popped, expected);
+}
+
+TEST(WaiterHeap, TakesEverythingSortedInLsnOrderAndFifoAmongEqualLsns) {
+    auto waiters = make_waiters({30, 10, 20, 10, 30, 10});
+    target_heap heap;
+    for (auto& w : waiters) heap.push(w.get());
+    std::vector<waiter*> taken{nullptr};  // appends after what is already there
+    heap.take_all_sorted(taken);
+    EXPECT_TRUE(heap.empty());
+    ASSERT_EQ(taken.size(), 7u);
+    EXPECT_EQ(taken.front(), nullptr);
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> order;
+    for (std::size_t i = 1; i < taken.size(); ++i) {
+        EXPECT_EQ(taken[i]->lsn_slot, waiter::no_slot);
+        order.emplace_back(taken[i]->target.value(), taken[i]->sequence);
+    }
+    const std::vector<std::pair<std::uint64_t, std::uint64_t>> expected{
+        {10, 1}, {10, 3}, {10, 5}, {20, 2}, {30, 0}, {30, 4}};
+    EXPECT_EQ(order, expected);
+    heap.push(waiters[0].get());  // still usable afterwards
+    EXPECT_TRUE(heap.valid());
+    EXPECT_EQ(heap.pop(), waiters[0].get());
 }
 
 TEST(WaiterHeap, ErasesAnyElementAndKeepsSlotsConsistent) {
