@@ -289,8 +289,10 @@ class repo {
     replication::tracker_stats tracker_stats() const;
 
     /// Every metric of this repo in Prometheus text format (0.0.4), for a /metrics endpoint: writes
-    /// by route, write and RPC latency, replication wait latency, failures by kind, and snapshots
-    /// of the tracker (waiters, polls, timeouts, ...) and the pools (size, idle, waiters, ...).
+    /// by route, write and RPC latency, replication wait latency, failures by kind, snapshots of
+    /// the tracker (waiters, polls, timeouts, ...) and the pools (size, idle, waiters, ...), and on
+    /// a primary-region node what it serves for other regions (flypg_served_writes_total,
+    /// flypg_served_write_seconds, flypg_served_transactions_total{kind}, and their failures).
     /// Renders the whole registry, so with a shared registry, call update_metrics() on the other
     /// repos first.
     std::string render_metrics();

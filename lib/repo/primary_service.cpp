@@ -4,11 +4,14 @@
 namespace flypg {
 namespace detail {
 
-void primary_service_impl::add_database(const std::string& name, std::shared_ptr<pg::pool> primary) {
+void primary_service_impl::add_database(const std::string& name,
+                                        std::shared_ptr<pg::pool> primary,
+                                        std::shared_ptr<metrics::registry> metrics) {
     if (databases_.contains(name))
         throw_error(errc::invalid_argument,
                     "database \"" + name + "\" is already registered in this process");
-    databases_.emplace(name, std::make_unique<primary_writes>(std::move(primary)));
+    databases_.emplace(
+        name, std::make_unique<primary_writes>(std::move(primary), served_metrics(std::move(metrics), name)));
 }
 
 void primary_service_impl::remove_database(const std::string& name) noexcept {
@@ -47,13 +50,19 @@ asio::awaitable<std::pair<std::vector<rpc::value>, std::uint64_t>> primary_servi
         throw_error(errc::procedure_error,
                     "no transaction named \"" + name + "\" is registered on the primary node");
     primary_writes& db = database(database_name);
-    pg::pooled_connection conn = co_await db.pool().acquire();
-    co_await begin_synchronous(*conn);
-    // If the body throws, the connection goes back inside the transaction; the pool closes it and
-    // the server rolls the transaction back.
-    std::vector<rpc::value> results = co_await found->second(*conn, std::move(args));
-    const lsn commit_lsn = co_await commit_and_read_lsn(*conn);
-    co_return std::make_pair(std::move(results), commit_lsn.value());
+    db.measures().named_transactions.inc();
+    try {
+        pg::pooled_connection conn = co_await db.pool().acquire();
+        co_await begin_synchronous(*conn);
+        // If the body throws, the connection goes back inside the transaction; the pool closes it
+        // and the server rolls the transaction back.
+        std::vector<rpc::value> results = co_await found->second(*conn, std::move(args));
+        const lsn commit_lsn = co_await commit_and_read_lsn(*conn);
+        co_return std::make_pair(std::move(results), commit_lsn.value());
+    } catch (...) {
+        db.measures().named_transaction_failures.inc();
+        throw;
+    }
 }
 
 }  // namespace detail

@@ -18,7 +18,10 @@ inline constexpr const char* transaction_procedure = "flypg.transaction";
 
 class primary_service_impl {
   public:
-    void add_database(const std::string& name, std::shared_ptr<pg::pool> primary);
+    /// Serves `primary` under `name`, counting what it serves in `metrics`.
+    void add_database(const std::string& name,
+                      std::shared_ptr<pg::pool> primary,
+                      std::shared_ptr<metrics::registry> metrics);
     void remove_database(const std::string& name) noexcept;
     /// The primary writes of `database`; throws errc::invalid_argument naming an unknown database.
     primary_writes& database(const std::string& name);

@@ -1,5 +1,7 @@
 #include "repo/primary_writes.hpp"
 
+#include <chrono>
+
 #include "flypg/replication/commit_lsn.hpp"
 #include "repo/rpc_conversion.hpp"
 
@@ -60,7 +62,43 @@ asio::awaitable<lsn> commit_and_read_lsn(pg::connection& conn) {
     co_return lsn::parse(results[1][0].text(0));
 }
 
+served_metrics::served_metrics(std::shared_ptr<metrics::registry> r, const std::string& database)
+    : registry(std::move(r)),
+      writes(registry->counter("flypg_served_writes_total",
+                               "Forwarded writes this node committed on its primary for other nodes",
+                               {{"database", database}})),
+      write_failures(registry->counter("flypg_served_write_failures_total",
+                                       "Forwarded writes this node ran for other nodes that failed",
+                                       {{"database", database}})),
+      write_seconds(registry->histogram("flypg_served_write_seconds",
+                                        "Time to run a forwarded write on the primary, connection included",
+                                        metrics::latency_buckets(),
+                                        {{"database", database}})),
+      interactive_transactions(
+          registry->counter("flypg_served_transactions_total",
+                            "Transactions this node opened on its primary for other nodes",
+                            {{"database", database}, {"kind", "interactive"}})),
+      named_transactions(registry->counter("flypg_served_transactions_total",
+                                           "Transactions this node opened on its primary for other nodes",
+                                           {{"database", database}, {"kind", "named"}})),
+      named_transaction_failures(registry->counter("flypg_served_transaction_failures_total",
+                                                   "Named transactions run for other nodes that failed",
+                                                   {{"database", database}, {"kind", "named"}})) {}
+
 asio::awaitable<rpc::write_result> primary_writes::execute(std::vector<rpc::statement> statements) {
+    const auto start = std::chrono::steady_clock::now();
+    try {
+        rpc::write_result out = co_await run(std::move(statements));
+        measures_.writes.inc();
+        measures_.write_seconds.observe(std::chrono::steady_clock::now() - start);
+        co_return out;
+    } catch (...) {
+        measures_.write_failures.inc();
+        throw;
+    }
+}
+
+asio::awaitable<rpc::write_result> primary_writes::run(std::vector<rpc::statement> statements) {
     std::vector<pg::statement> batch;
     batch.reserve(statements.size());
     for (rpc::statement& s : statements) batch.push_back({std::move(s.sql), to_pg_params(s.params)});
@@ -73,10 +111,16 @@ asio::awaitable<rpc::write_result> primary_writes::execute(std::vector<rpc::stat
     co_return out;
 }
 
-asio::awaitable<std::unique_ptr<rpc::transaction_session>> primary_writes::begin() {
-    pg::pooled_connection conn = co_await primary_->acquire();
+asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin_primary_session(pg::pool& primary) {
+    pg::pooled_connection conn = co_await primary.acquire();
     co_await begin_synchronous(*conn);
     co_return std::make_unique<primary_session>(std::move(conn));
+}
+
+asio::awaitable<std::unique_ptr<rpc::transaction_session>> primary_writes::begin() {
+    std::unique_ptr<rpc::transaction_session> session = co_await begin_primary_session(*primary_);
+    measures_.interactive_transactions.inc();
+    co_return session;
 }
 
 }  // namespace flypg::detail

@@ -3,27 +3,52 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "flypg/lsn.hpp"
+#include "flypg/metrics.hpp"
 #include "flypg/pg/pool.hpp"
 #include "flypg/rpc/write.hpp"
 
 namespace flypg::detail {
 
+/// What the primary side serves to other nodes, counted in the metrics of the repo whose primary
+/// it is (label `database`): the load other regions put on this node.
+struct served_metrics {
+    served_metrics(std::shared_ptr<metrics::registry> registry, const std::string& database);
+
+    std::shared_ptr<metrics::registry> registry;  // keeps the references below valid
+    metrics::counter& writes;
+    metrics::counter& write_failures;
+    metrics::histogram& write_seconds;
+    metrics::counter& interactive_transactions;
+    metrics::counter& named_transactions;
+    metrics::counter& named_transaction_failures;
+};
+
 /// A write_executor over a pool of connections to the primary database.
 class primary_writes final : public rpc::write_executor {
   public:
-    explicit primary_writes(std::shared_ptr<pg::pool> primary) : primary_(std::move(primary)) {}
+    primary_writes(std::shared_ptr<pg::pool> primary, served_metrics measures)
+        : primary_(std::move(primary)), measures_(std::move(measures)) {}
 
     /// Runs the statements as one transaction in one round trip, commit LSN included.
     asio::awaitable<rpc::write_result> execute(std::vector<rpc::statement> statements) override;
     asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin() override;
 
     pg::pool& pool() noexcept { return *primary_; }
+    served_metrics& measures() noexcept { return measures_; }
 
   private:
+    asio::awaitable<rpc::write_result> run(std::vector<rpc::statement> statements);
+
     std::shared_ptr<pg::pool> primary_;
+    served_metrics measures_;
 };
+
+/// An interactive transaction on a connection of `primary`: the session behind
+/// primary_writes::begin(), also used directly by a primary-region node for its own transactions.
+asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin_primary_session(pg::pool& primary);
 
 /// Opens a transaction block on `conn` whose commit is synchronous even where the server default
 /// is not (a precondition for reading a safe commit LSN after it).

@@ -124,7 +124,7 @@ repo_impl::repo_impl(asio::any_io_executor ex,
     if (!options.primary_url.empty()) {
         primary = std::make_shared<pg::pool>(executor,
                                              pool_options_for(options.primary_url, options.pool_size, {}));
-        if (service) service->impl().add_database(options.name, primary);
+        if (service) service->impl().add_database(options.name, primary, registry);
     }
 }
 
@@ -488,9 +488,7 @@ asio::awaitable<primary_transaction> repo::begin_on_primary(write_options option
     s->repo = impl_.get();
     s->options = options;
     if (is_primary()) {
-        impl_->primary_pool();  // names the problem when there is no primary here
-        detail::primary_writes writes(impl_->primary);
-        s->local = co_await writes.begin();
+        s->local = co_await detail::begin_primary_session(impl_->primary_pool());
     } else {
         rpc::call_options call;
         call.timeout = impl_->resolve(options).rpc_timeout;

@@ -4,8 +4,9 @@
 //                        --databases=main=<url>[;second=<url>]
 //
 // Each database's URL serves as both local and primary URL (this node is meant for the primary
-// region). Registers the named transactions the tests call, prints "LISTENING <port> <node_id>"
-// once it listens, logs to stderr, and exits when stdin closes (it never outlives its test).
+// region). Registers the named transactions the tests call and a test.metrics procedure, prints "LISTENING
+// <port> <node_id>" once it listens, logs to stderr, and exits when stdin closes (it never outlives its
+// test).
 #include <unistd.h>
 
 #include <absl/flags/flag.h>
@@ -85,11 +86,18 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "[region node] %.*s\n", static_cast<int>(text.size()), text.data());
     };
     service->add_procedures(options.procedures);
+    // test.metrics(): the Prometheus text of every repo of this node, for the serving-side metrics.
+    std::list<flypg::repo> repos;
+    options.procedures.add("test.metrics",
+                           [&repos](std::vector<value>) -> asio::awaitable<std::vector<value>> {
+                               std::string text;
+                               for (flypg::repo& r : repos) text += r.render_metrics();
+                               co_return std::vector<value>{value(std::move(text))};
+                           });
 
     asio::io_context io;
     try {
         flypg::rpc::node node = flypg::rpc::node::create(io, std::move(options));
-        std::list<flypg::repo> repos;
         const std::vector<std::string> databases =
             absl::StrSplit(absl::GetFlag(FLAGS_databases), ';', absl::SkipEmpty());
         for (const std::string& entry : databases) {

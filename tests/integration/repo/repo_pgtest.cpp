@@ -507,6 +507,47 @@ TEST_F(Repo, MetricsRenderInPrometheusFormat) {
     EXPECT_NE(text.find("flypg_pool_connections{database=\"main\"}"), std::string::npos) << text;
 }
 
+// The value of the sample `name_and_labels` in Prometheus text (0 when absent).
+double sample_value(const std::string& text, const std::string& name_and_labels) {
+    const std::string prefix = name_and_labels + " ";
+    for (std::size_t at = 0; at < text.size();) {
+        const std::size_t end = std::min(text.find('\n', at), text.size());
+        if (text.compare(at, prefix.size(), prefix) == 0) return std::stod(text.substr(at + prefix.size()));
+        at = end + 1;
+    }
+    return 0;
+}
+
+TEST_F(Repo, ThePrimaryRegionNodeCountsWhatItServesForOtherRegions) {
+    auto served = [&] {
+        std::vector<flypg::rpc::value> none;
+        std::vector<flypg::rpc::value> reply =
+            run(io, world->node->call_primary("test.metrics", std::move(none)));
+        return std::get<std::string>(reply.at(0));
+    };
+    const std::string before = served();
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::sql::column_values row{{"note", "served " + std::to_string(::getpid())}};
+        co_await db().insert(table_name(), std::move(row));
+        std::vector<flypg::rpc::value> args{table_name(), std::string("served a"), std::string("served b")};
+        co_await db().transaction_on_primary("insert_pair", std::move(args));
+    }());
+    const std::error_code failed = error_of(io, [&]() -> asio::awaitable<void> {
+        std::vector<flypg::rpc::value> none;
+        co_await db().transaction_on_primary("fail_with_duplicate", std::move(none));
+    });
+    EXPECT_TRUE(failed);
+    const std::string after = served();
+    auto delta = [&](const std::string& sample) {
+        return sample_value(after, sample) - sample_value(before, sample);
+    };
+    EXPECT_EQ(delta("flypg_served_writes_total{database=\"main\"}"), 1) << after;
+    EXPECT_EQ(delta("flypg_served_write_seconds_count{database=\"main\"}"), 1) << after;
+    EXPECT_EQ(delta("flypg_served_write_failures_total{database=\"main\"}"), 0) << after;
+    EXPECT_EQ(delta("flypg_served_transactions_total{database=\"main\",kind=\"named\"}"), 2) << after;
+    EXPECT_EQ(delta("flypg_served_transaction_failures_total{database=\"main\",kind=\"named\"}"), 1) << after;
+}
+
 TEST_F(Repo, TwoDatabasesInOneProcessEachWithItsOwnRouting) {
     flypg::repo_options second_options;
     second_options.name = "second";
