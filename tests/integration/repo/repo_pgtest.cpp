@@ -9,16 +9,23 @@
 #include <atomic>
 #include <memory>
 
-#include "child_node.hpp"
 #include "flypg/pg/connection.hpp"
 #include "flypg/replication/wait_result.hpp"
 #include "flypg/repo.hpp"
+#include "support/child_process.hpp"
 #include "support/test_support.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using flypg::test::run;
+
+// flypg_repo_test_node (region_node.cpp) in its own process: the primary region.
+class region_node_process : public flypg::test::child_process {
+  public:
+    explicit region_node_process(std::vector<std::string> args)
+        : child_process(FLYPG_REPO_TEST_NODE, std::move(args)) {}
+};
 
 const std::string secret = "repo-test-secret-0123456789";
 
@@ -143,7 +150,7 @@ class Repo : public ::testing::Test {
         create_table(io,
                      in_second_database(flypg::test::primary_conninfo()),
                      in_second_database(flypg::test::replica_conninfo()));
-        primary_node = std::make_unique<flypg::rpc::test::child_node>(primary_node_args());
+        primary_node = std::make_unique<region_node_process>(primary_node_args());
     }
     static void TearDownTestSuite() { primary_node.reset(); }
 
@@ -155,12 +162,12 @@ class Repo : public ::testing::Test {
 
     flypg::repo& db() { return *world->db; }
 
-    static std::unique_ptr<flypg::rpc::test::child_node> primary_node;
+    static std::unique_ptr<region_node_process> primary_node;
     asio::io_context io;
     std::unique_ptr<replica_region> world;
 };
 
-std::unique_ptr<flypg::rpc::test::child_node> Repo::primary_node;
+std::unique_ptr<region_node_process> Repo::primary_node;
 
 template <class F>
 std::error_code error_of(asio::io_context& io, F make_task) {
@@ -430,7 +437,7 @@ TEST_F(Repo, SlowReplicaGivesCommittedNotReplicatedWithTheLsnAndTheCallerCanWait
 }
 
 TEST_F(Repo, PrimaryNodeDyingMidWriteGivesOutcomeUnknown) {
-    flypg::rpc::test::child_node doomed(primary_node_args());
+    region_node_process doomed(primary_node_args());
     replica_region alone(io, {doomed.address()});
     run(io, alone.node->wait_for_region("ams", 10s));
     std::error_code ec;

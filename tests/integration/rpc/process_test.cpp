@@ -11,12 +11,21 @@
 #include <thread>
 #include <vector>
 
-#include "child_node.hpp"
 #include "flypg/error.hpp"
 #include "flypg/rpc/node.hpp"
 #include "rpc_harness.hpp"
+#include "support/child_process.hpp"
 
 namespace flypg::rpc::test {
+
+using flypg::test::free_port;
+
+// flypg_rpc_test_node in its own process.
+class child_node : public flypg::test::child_process {
+  public:
+    explicit child_node(std::vector<std::string> args)
+        : child_process(FLYPG_RPC_TEST_NODE, std::move(args)) {}
+};
 namespace {
 
 using clock_type = std::chrono::steady_clock;

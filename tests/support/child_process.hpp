@@ -1,4 +1,6 @@
-// Starts flypg_rpc_test_node as a child process, with real sockets between it and the test.
+// Starts a test node program (an RPC node in its own process, with real sockets between it and the
+// test). The program prints "LISTENING <port> <node id>" once it listens, logs to stderr and exits
+// when its stdin closes.
 #pragma once
 
 #include <fcntl.h>
@@ -21,7 +23,7 @@
 
 extern char** environ;
 
-namespace flypg::rpc::test {
+namespace flypg::test {
 
 /// A loopback port that was free a moment ago (for nodes that must know each other's ports
 /// before they start).
@@ -31,13 +33,13 @@ inline std::uint16_t free_port() {
     return probe.local_endpoint().port();
 }
 
-class child_node {
+class child_process {
   public:
-    /// Starts the test node with `args` and waits (up to 10 s) until it listens.
-    explicit child_node(std::vector<std::string> args) {
+    /// Starts `program` with `args` and waits (up to 10 s) until it listens.
+    child_process(std::string program, std::vector<std::string> args) {
         static int counter = 0;
         log_path_ =
-            "/tmp/flypg_rpc_child_" + std::to_string(::getpid()) + "_" + std::to_string(++counter) + ".log";
+            "/tmp/flypg_test_child_" + std::to_string(::getpid()) + "_" + std::to_string(++counter) + ".log";
         int in[2];
         int out[2];
         if (::pipe(in) != 0 || ::pipe(out) != 0) throw std::runtime_error("pipe failed");
@@ -49,12 +51,12 @@ class child_node {
             &actions, STDERR_FILENO, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         posix_spawn_file_actions_addclose(&actions, in[1]);
         posix_spawn_file_actions_addclose(&actions, out[0]);
-        std::vector<std::string> all{FLYPG_RPC_TEST_NODE};
+        std::vector<std::string> all{program};
         all.insert(all.end(), args.begin(), args.end());
         std::vector<char*> argv;
         for (auto& a : all) argv.push_back(a.data());
         argv.push_back(nullptr);
-        const int rc = ::posix_spawn(&pid_, FLYPG_RPC_TEST_NODE, &actions, nullptr, argv.data(), environ);
+        const int rc = ::posix_spawn(&pid_, program.c_str(), &actions, nullptr, argv.data(), environ);
         posix_spawn_file_actions_destroy(&actions);
         ::close(in[0]);
         ::close(out[1]);
@@ -70,15 +72,15 @@ class child_node {
         port_ = static_cast<std::uint16_t>(port);
     }
 
-    ~child_node() {
+    ~child_process() {
         if (stdin_ >= 0) ::close(stdin_);  // the node exits when its stdin closes
         if (pid_ > 0 && !wait_exit(std::chrono::seconds(5))) kill_hard();
         if (stdout_ >= 0) ::close(stdout_);
         std::remove(log_path_.c_str());
     }
 
-    child_node(const child_node&) = delete;
-    child_node& operator=(const child_node&) = delete;
+    child_process(const child_process&) = delete;
+    child_process& operator=(const child_process&) = delete;
 
     /// SIGKILL, as a crash or an OOM kill would.
     void kill_hard() {
@@ -137,4 +139,4 @@ class child_node {
     std::string log_path_;
 };
 
-}  // namespace flypg::rpc::test
+}  // namespace flypg::test
