@@ -213,11 +213,20 @@ class fulfiller_holder {
     kj::Own<kj::PromiseFulfiller<T>>* fulfiller_;
 };
 
+/// What to_kj()'s promise and its coroutine share: the coroutine's cancellation signal, and whether
+/// the coroutine is done (then dropping the promise has nothing left to cancel).
+struct to_kj_control {
+    asio::cancellation_signal signal;
+    bool done = false;
+};
+
 // Runs `task` and fulfils the KJ side from inside the coroutine, as soon as it is done: the KJ
 // continuation (say, sending an RPC Return) runs in the same Asio handler, not after co_spawn's
-// completion is posted.
+// completion is posted. `control` outlives the coroutine (co_spawn's completion handler owns it).
 template <class T>
-asio::awaitable<void> run_for_kj(fulfiller_holder<T> holder, asio::awaitable<T> task) {
+asio::awaitable<void> run_for_kj(fulfiller_holder<T> holder,
+                                 asio::awaitable<T> task,
+                                 to_kj_control* control) {
     std::exception_ptr failure;
     std::optional<kj_value_t<T>> value;
     try {
@@ -230,6 +239,9 @@ asio::awaitable<void> run_for_kj(fulfiller_holder<T> holder, asio::awaitable<T> 
     } catch (...) {
         failure = std::current_exception();
     }
+    // Before the fulfiller runs KJ continuations that may drop the promise: a finished coroutine
+    // needs no cancellation.
+    control->done = true;
     kj_runtime::handler_scope scope;
     if (auto* f = holder.get()) {
         if (failure) {
@@ -242,19 +254,24 @@ asio::awaitable<void> run_for_kj(fulfiller_holder<T> holder, asio::awaitable<T> 
     }
 }
 
-/// A KJ promise for `task`, spawned on the runtime's io_context. Dropping the promise emits
-/// terminal cancellation into the coroutine (posted, so never from inside KJ's loop).
+/// A KJ promise for `task`, spawned on the runtime's io_context. Dropping the promise before the
+/// coroutine is done emits terminal cancellation into it (posted, so never from inside KJ's loop);
+/// once it is done, dropping the promise costs nothing (no handler is posted per finished call).
 template <class T>
 kj::Promise<T> to_kj(kj_runtime& rt, asio::awaitable<T> task) {
     auto paf = kj::newPromiseAndFulfiller<T>();
-    auto signal = std::make_shared<asio::cancellation_signal>();
-    auto slot = signal->slot();
-    asio::co_spawn(rt.io(),
-                   run_for_kj<T>(fulfiller_holder<T>(rt, std::move(paf.fulfiller)), std::move(task)),
-                   // Keeps the signal alive as long as the coroutine may use its slot.
-                   asio::bind_cancellation_slot(slot, [signal](std::exception_ptr) {}));
-    return paf.promise.attach(kj::defer([signal, ex = rt.executor()]() mutable {
-        asio::post(ex, [signal] { signal->emit(asio::cancellation_type::terminal); });
+    auto control = std::make_shared<to_kj_control>();
+    auto slot = control->signal.slot();
+    asio::co_spawn(
+        rt.io(),
+        run_for_kj<T>(fulfiller_holder<T>(rt, std::move(paf.fulfiller)), std::move(task), control.get()),
+        // Keeps the signal alive as long as the coroutine may use its slot.
+        asio::bind_cancellation_slot(slot, [control](std::exception_ptr) {}));
+    return paf.promise.attach(kj::defer([control = std::move(control), ex = rt.executor()]() mutable {
+        if (control->done) return;
+        asio::post(ex, [control = std::move(control)] {
+            if (!control->done) control->signal.emit(asio::cancellation_type::terminal);
+        });
     }));
 }
 

@@ -224,14 +224,6 @@ class task_group {
     std::shared_ptr<state> state_;
 };
 
-/// The outcome of sending one request to one peer: the response, or an error proving the request
-/// never left (so another peer may be tried). Every other failure is thrown.
-template <class Response>
-struct attempt {
-    std::optional<Response> response;
-    std::optional<flypg::error> never_left;
-};
-
 struct in_flight_guard {
     explicit in_flight_guard(peer_connection& p) : peer(p) { ++peer.in_flight; }
     ~in_flight_guard() { --peer.in_flight; }
@@ -575,6 +567,26 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         return out;
     }
 
+    /// A random healthy peer of `region` not in `tried`, or nullptr. Calls use this rather than
+    /// healthy_in(): no list to build and shuffle when the first peer answers, as it almost always
+    /// does.
+    std::shared_ptr<peer_connection> pick_healthy(const std::string& region,
+                                                  const std::vector<const peer_connection*>& tried) {
+        auto eligible = [&](const peer_connection& conn) {
+            return conn.healthy && !conn.closed && conn.peer().region == region &&
+                   std::find(tried.begin(), tried.end(), &conn) == tried.end();
+        };
+        std::size_t count = 0;
+        for (const auto& [key, conn] : connected_) count += eligible(*conn) ? 1 : 0;
+        if (count == 0) return nullptr;
+        std::size_t chosen = 0;
+        if (count > 1) chosen = std::uniform_int_distribution<std::size_t>(0, count - 1)(rng_);
+        for (const auto& [key, conn] : connected_) {
+            if (eligible(*conn) && chosen-- == 0) return conn;
+        }
+        return nullptr;
+    }
+
     asio::awaitable<void> wait_for_region(std::string region, std::chrono::milliseconds timeout) {
         const auto deadline = clock::now() + timeout;
         while (healthy_in(region).empty()) {
@@ -595,46 +607,61 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
 
     // ---- calls --------------------------------------------------------------------------------
 
-    asio::awaitable<std::vector<value>> call_region(std::string region,
+    /// `target` empty: the primary region (read when the call starts, as the environment may say).
+    /// `self` keeps the node alive while the call runs (the node object may be moved or dropped).
+    asio::awaitable<std::vector<value>> call_region(std::shared_ptr<node_impl> self,
+                                                    std::optional<std::string> target,
                                                     std::string name,
                                                     std::vector<value> args,
                                                     call_options options) {
+        (void)self;  // a coroutine parameter: it lives in the frame until the call is over
+        const std::string region = target ? std::move(*target) : ctx_->primary_region();
         if (region.empty()) throw_error(errc::invalid_argument, "call_region needs a region");
         const auto deadline = clock::now() + options.timeout;
         if (region == ctx_->my_region()) {
             co_return co_await call_local(std::move(name), std::move(args), options, deadline);
         }
         const auto where = region == ctx_->primary_region() ? flypg::origin::primary : flypg::origin::rpc;
-        const std::string what = "call of \"" + name + "\" in region " + region;
+        // Built only when a failure needs it: a successful call makes no strings.
+        auto what = [&] {
+            return "call of \"" + name + "\" in region " + region;
+        };
         if (wire_size(args) > payload_limit_bytes(*ctx_)) {
             throw make_error(errc::overloaded,
-                             what + ": the arguments of about " + std::to_string(wire_size(args)) +
+                             what() + ": the arguments of about " + std::to_string(wire_size(args)) +
                                  " bytes exceed the message limit of " +
                                  std::to_string(ctx_->max_message_bytes) + " bytes; nothing was sent");
         }
-        auto candidates = healthy_in(region);
-        if (candidates.empty()) throw no_node(region);
+        std::vector<const peer_connection*> tried;
         std::optional<flypg::error> never_left;
-        for (auto& peer : candidates) {
-            auto send = [&] {
-                auto req = peer->session().callRequest();
-                req.setProcedure(name);
-                encode(args, req.initArgs(static_cast<unsigned>(args.size())));
-                check_size(req.totalSize(), what);
-                return req.send();
-            };
-            auto sent = co_await exchange<capnp::Response<wire::Session::CallResults>>(
-                peer, send, deadline, options, what, errc::timeout);
-            if (sent.response) {
-                auto result = sent.response->getResult();
+        bool found = false;
+        while (auto peer = pick_healthy(region, tried)) {
+            found = true;
+            if ((never_left = refusal(*peer, what))) {
+                tried.push_back(peer.get());
+                continue;
+            }
+            in_flight_guard guard(*peer);
+            // Bytes queued before this request: if no more than these ever reached the kernel, the
+            // request provably never left this host.
+            const auto start = peer->stream().requested_bytes();
+            auto req = peer->session().callRequest();
+            req.setProcedure(name);
+            encode(args, req.initArgs(static_cast<unsigned>(args.size())));
+            check_size(req.totalSize(), what);
+            auto outcome = co_await await_kj(*ctx_->runtime, req.send(), deadline);
+            if (outcome.ok()) {
+                auto result = outcome.value->getResult();
                 if (result.isFailure()) {
                     throw error_from_failure(
-                        decode(result.getFailure()), what + " on " + describe(*peer), where);
+                        decode(result.getFailure()), what() + " on " + describe(*peer), where);
                 }
                 co_return decode(result.getValues());
             }
-            never_left = std::move(sent.never_left);
+            never_left = classify_failure(outcome, *peer, start, options, what, errc::timeout);
+            tried.push_back(peer.get());
         }
+        if (!found) throw no_node(region);
         throw *never_left;
     }
 
@@ -667,22 +694,28 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
                                  " bytes exceed the message limit of " +
                                  std::to_string(ctx_->max_message_bytes) + " bytes; nothing was sent");
         }
-        auto candidates = healthy_in(region);
-        if (candidates.empty()) throw no_node(region);
+        auto what_text = [&] {
+            return what;
+        };
+        std::vector<const peer_connection*> tried;
         std::optional<flypg::error> never_left;
-        for (auto& peer : candidates) {
-            auto send = [&] {
-                auto req = peer->session().writeRequest();
-                req.setDatabase(options.database);
-                auto list = req.initStatements(static_cast<unsigned>(statements.size()));
-                for (unsigned i = 0; i < statements.size(); ++i) encode(statements[i], list[i]);
-                check_size(req.totalSize(), what);
-                return req.send();
-            };
-            auto sent = co_await exchange<capnp::Response<wire::Session::WriteResults>>(
-                peer, send, deadline, options, what, errc::outcome_unknown);
-            if (sent.response) {
-                auto result = sent.response->getResult();
+        bool found = false;
+        while (auto peer = pick_healthy(region, tried)) {
+            found = true;
+            if ((never_left = refusal(*peer, what_text))) {
+                tried.push_back(peer.get());
+                continue;
+            }
+            in_flight_guard guard(*peer);
+            const auto start = peer->stream().requested_bytes();
+            auto req = peer->session().writeRequest();
+            req.setDatabase(options.database);
+            auto list = req.initStatements(static_cast<unsigned>(statements.size()));
+            for (unsigned i = 0; i < statements.size(); ++i) encode(statements[i], list[i]);
+            check_size(req.totalSize(), what_text);
+            auto outcome = co_await await_kj(*ctx_->runtime, req.send(), deadline);
+            if (outcome.ok()) {
+                auto result = outcome.value->getResult();
                 if (result.isFailure()) {
                     throw error_from_failure(
                         decode(result.getFailure()), what + " on " + describe(*peer), flypg::origin::primary);
@@ -693,8 +726,10 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
                 for (auto r : committed.getResults()) out.results.push_back(decode(r));
                 co_return out;
             }
-            never_left = std::move(sent.never_left);
+            never_left = classify_failure(outcome, *peer, start, options, what_text, errc::outcome_unknown);
+            tried.push_back(peer.get());
         }
+        if (!found) throw no_node(region);
         throw *never_left;
     }
 
@@ -730,11 +765,12 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         return make_error(errc::no_node_in_region, "no node found running in region \"" + region + "\"");
     }
 
-    void check_size(capnp::MessageSize size, const std::string& what) const {
+    template <class What>
+    void check_size(capnp::MessageSize size, const What& what) const {
         const auto bytes = size.wordCount * 8;
         if (bytes > payload_limit_bytes(*ctx_)) {
             throw make_error(errc::overloaded,
-                             what + ": the request of " + std::to_string(bytes) +
+                             what() + ": the request of " + std::to_string(bytes) +
                                  " bytes exceeds the message limit of " +
                                  std::to_string(ctx_->max_message_bytes) + " bytes; nothing was sent");
         }
@@ -770,63 +806,59 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         co_return std::move(*r);
     }
 
-    // Sends one request to one peer and classifies what happened (see attempt).
-    template <class Response, class Send>
-    asio::awaitable<attempt<Response>> exchange(std::shared_ptr<peer_connection> peer,
-                                                Send& send,
-                                                clock::time_point deadline,
-                                                call_options options,
-                                                const std::string& what,
-                                                errc timeout_code) {
-        attempt<Response> out;
-        if (peer->closed) {
-            out.never_left =
-                make_error(errc::transport_error,
-                           what + ": the connection to " + describe(*peer) + " is closed; nothing was sent");
-            co_return out;
+    // Why a request must not go to `peer` (it provably never leaves), or nothing.
+    template <class What>
+    std::optional<flypg::error> refusal(const peer_connection& peer, const What& what) const {
+        if (peer.closed) {
+            return make_error(
+                errc::transport_error,
+                what() + ": the connection to " + describe(peer) + " is closed; nothing was sent");
         }
-        if (peer->in_flight >= ctx_->max_in_flight) {
-            out.never_left = make_error(errc::overloaded,
-                                        what + ": " + std::to_string(peer->in_flight) + " calls to " +
-                                            describe(*peer) + " are already in flight (limit " +
-                                            std::to_string(ctx_->max_in_flight) + "); nothing was sent");
-            co_return out;
+        if (peer.in_flight >= ctx_->max_in_flight) {
+            return make_error(errc::overloaded,
+                              what() + ": " + std::to_string(peer.in_flight) + " calls to " + describe(peer) +
+                                  " are already in flight (limit " + std::to_string(ctx_->max_in_flight) +
+                                  "); nothing was sent");
         }
-        in_flight_guard guard(*peer);
-        // Bytes queued before this request: if no more than these ever reached the kernel, the
-        // request provably never left this host.
-        const auto start = peer->stream().requested_bytes();
-        auto outcome = co_await await_kj(*ctx_->runtime, send(), deadline);
-        if (outcome.ok()) {
-            out.response.emplace(std::move(*outcome.value));
-            co_return out;
-        }
+        return std::nullopt;
+    }
+
+    // A request sent to `peer` got no response: throws the caller's error, or returns the error
+    // proving the request never left (so that another peer may be tried). `start` is the stream's
+    // requested_bytes() before the request.
+    template <class Outcome, class What>
+    flypg::error classify_failure(const Outcome& outcome,
+                                  peer_connection& peer,
+                                  std::uint64_t start,
+                                  const call_options& options,
+                                  const What& what,
+                                  errc timeout_code) {
         if (outcome.timed_out) {
             throw make_error(timeout_code,
-                             what + " timed out after " + ms(options.timeout) + " waiting for " +
-                                 describe(*peer) + "; the request was sent and may have run");
+                             what() + " timed out after " + ms(options.timeout) + " waiting for " +
+                                 describe(peer) + "; the request was sent and may have run");
         }
         if (outcome.cancelled) {
-            throw make_error(errc::cancelled, what + " was cancelled; the request was sent and may have run");
+            throw make_error(errc::cancelled,
+                             what() + " was cancelled; the request was sent and may have run");
         }
         const auto& e = *outcome.error;
         const std::string text = e.getDescription().cStr();
         if (e.getType() == kj::Exception::Type::DISCONNECTED) {
-            peer->healthy = false;
-            if (peer->stream().written_bytes() <= start) {
-                out.never_left = make_error(errc::transport_error,
-                                            what + ": the connection to " + describe(*peer) +
-                                                " failed before the request was sent: " + text);
-                co_return out;
+            peer.healthy = false;
+            if (peer.stream().written_bytes() <= start) {
+                return make_error(errc::transport_error,
+                                  what() + ": the connection to " + describe(peer) +
+                                      " failed before the request was sent: " + text);
             }
             throw make_error(errc::outcome_unknown,
-                             what + ": the connection to " + describe(*peer) +
+                             what() + ": the connection to " + describe(peer) +
                                  " was lost after the request was sent; it may have run (" + text + ")");
         }
         if (e.getType() == kj::Exception::Type::OVERLOADED) {
-            throw make_error(errc::overloaded, what + ": " + describe(*peer) + " is overloaded: " + text);
+            throw make_error(errc::overloaded, what() + ": " + describe(peer) + " is overloaded: " + text);
         }
-        throw make_error(errc::procedure_error, what + " on " + describe(*peer) + " failed: " + text);
+        throw make_error(errc::procedure_error, what() + " on " + describe(peer) + " failed: " + text);
     }
 
     // ---- serving --------------------------------------------------------------------------------
@@ -1275,21 +1307,23 @@ asio::awaitable<void> node::wait_for_region(std::string region, std::chrono::mil
     co_await impl->wait_for_region(std::move(region), timeout);
 }
 
+// Not coroutines themselves: the implementation's frame (which holds the node alive) is the only
+// one a call allocates here.
 asio::awaitable<std::vector<value>> node::call_region(std::string region,
                                                       std::string procedure_name,
                                                       std::vector<value> args,
                                                       call_options options) {
-    auto impl = impl_;  // the node object may be moved while the call runs
-    co_return co_await impl->call_region(
-        std::move(region), std::move(procedure_name), std::move(args), options);
+    return impl_->call_region(impl_,
+                              std::optional<std::string>(std::move(region)),
+                              std::move(procedure_name),
+                              std::move(args),
+                              options);
 }
 
 asio::awaitable<std::vector<value>> node::call_primary(std::string procedure_name,
                                                        std::vector<value> args,
                                                        call_options options) {
-    auto impl = impl_;
-    co_return co_await impl->call_region(
-        impl->ctx()->primary_region(), std::move(procedure_name), std::move(args), options);
+    return impl_->call_region(impl_, std::nullopt, std::move(procedure_name), std::move(args), options);
 }
 
 asio::awaitable<write_result> node::forward_write(std::vector<statement> statements, call_options options) {
