@@ -10,8 +10,10 @@
 //        bench_ping.capnp: what Cap'n Proto costs without flypg),
 //        flypg call_primary("echo", [int64]) (target: p50 <= 60 us);
 //      with the ratios of flypg to both baselines;
-//   2. calls per second with K calls in flight (default 64);
-//   3. lateness of an unrelated 1 ms Asio timer on the caller's io_context, idle and during (2):
+//   2. calls per second with K calls in flight (default 64), and raw Asio round trips per second
+//      with K ping-pongs in flight (one connection each);
+//   3. lateness of an unrelated 1 ms Asio timer on the caller's io_context, idle and during both
+//      loads of (2), and the ratio flypg / raw:
 //      the KJ guest loop must not starve other Asio work.
 // Prints the figures; exits non-zero only when the benchmark could not run.
 #include <signal.h>
@@ -381,6 +383,74 @@ int run_in_process(int calls) {
     return 0;
 }
 
+void print_lateness(const std::string& name, const percentiles& p, std::size_t ticks) {
+    std::printf("  %-44s p50 %6.1f us, p90 %6.1f us, p99 %6.1f us, max %7.1f us (%zu ticks)\n",
+                name.c_str(),
+                p.p50,
+                p.p90,
+                p.p99,
+                p.max,
+                ticks);
+}
+
+asio::awaitable<void> flypg_caller(node& n, const values& args, const bool& stop, long& completed) {
+    while (!stop) {
+        co_await n.call_primary("echo", args);
+        ++completed;
+    }
+}
+
+asio::awaitable<void> raw_caller(asio::ip::tcp::socket& socket, const bool& stop, long& completed) {
+    std::array<char, raw_message_bytes> buffer{};
+    while (!stop) {
+        co_await asio::async_write(socket, asio::buffer(buffer), asio::use_awaitable);
+        co_await asio::async_read(socket, asio::buffer(buffer), asio::use_awaitable);
+        ++completed;
+    }
+}
+
+struct load_result {
+    long completed = 0;
+    double elapsed = 0;
+    std::vector<double> late_us;
+    double per_second() const { return static_cast<double>(completed) / elapsed; }
+    void add(const load_result& other) {
+        completed += other.completed;
+        elapsed += other.elapsed;
+        late_us.insert(late_us.end(), other.late_us.begin(), other.late_us.end());
+    }
+};
+
+// Runs `in_flight` callers (make_caller(stop, completed) -> awaitable<void>) for `seconds`, with
+// the 1 ms timer probe on the same io_context.
+template <class MakeCaller>
+load_result run_load(asio::io_context& io, double seconds, int in_flight, MakeCaller make_caller) {
+    load_result out;
+    bool stop = false;
+    int callers_left = in_flight;
+    const auto start = clock_type::now();
+    for (int i = 0; i < in_flight; ++i) {
+        asio::co_spawn(io, make_caller(stop, out.completed), [&](std::exception_ptr e) {
+            --callers_left;
+            if (e) {
+                try {
+                    std::rethrow_exception(e);
+                } catch (const std::exception& ex) {
+                    std::fprintf(stderr, "caller failed: %s\n", ex.what());
+                }
+            }
+        });
+    }
+    bool probe_done = false;
+    asio::co_spawn(io, timer_probe(out.late_us, stop), [&](std::exception_ptr) { probe_done = true; });
+    asio::steady_timer end(
+        io, std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(seconds)));
+    end.async_wait([&](std::error_code) { stop = true; });
+    while (callers_left > 0 || !probe_done) io.run_one();
+    out.elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
+    return out;
+}
+
 void print_round_trip(const char* name, const percentiles& p) {
     std::printf(
         "  %-44s p50 %6.1f us, p90 %6.1f us, p99 %6.1f us, max %7.1f us\n", name, p.p50, p.p90, p.p99, p.max);
@@ -467,7 +537,7 @@ int run_two_processes(const char* self, int calls, int rounds, double seconds, i
     print_ratio("flypg / bare Cap'n Proto", flypg_rtt, capnp_rtt);
     raw.close();
 
-    // 3a. Timer lateness with no RPC load.
+    // 3a. Timer lateness with no load.
     std::vector<double> idle_late;
     bool stop_probe = false;
     run_to_completion(io, [&]() -> asio::awaitable<bool> {
@@ -477,60 +547,48 @@ int run_two_processes(const char* self, int calls, int rounds, double seconds, i
         co_return true;
     }());
 
-    // 2 + 3b. Throughput with K calls in flight, and the timer meanwhile.
-    std::vector<double> loaded_late;
-    long completed = 0;
-    bool stop_load = false;
-    int callers_left = in_flight;
-    const auto load_start = clock_type::now();
-    // Named, so that the closure outlives the coroutines that refer to its captures.
-    auto caller = [&]() -> asio::awaitable<void> {
-        while (!stop_load) {
-            co_await local.call_primary("echo", args);
-            ++completed;
-        }
-    };
+    // 2 + 3b. Throughput with K calls in flight, and the timer meanwhile; the same with K raw Asio
+    // ping-pongs (one connection each), whose timer lateness is what a busy two-core machine
+    // gives any Asio program (CPU contention, preemption).
+    std::vector<asio::ip::tcp::socket> raw_connections;
     for (int i = 0; i < in_flight; ++i) {
-        asio::co_spawn(io, caller(), [&](std::exception_ptr e) {
-            --callers_left;
-            if (e) {
-                try {
-                    std::rethrow_exception(e);
-                } catch (const std::exception& ex) {
-                    std::fprintf(stderr, "caller failed: %s\n", ex.what());
-                }
-            }
-        });
+        raw_connections.emplace_back(io);
+        raw_connections.back().connect(asio::ip::tcp::endpoint(
+            asio::ip::make_address("127.0.0.1"), static_cast<std::uint16_t>(std::stoi(raw_server.port()))));
+        raw_connections.back().set_option(asio::ip::tcp::no_delay(true));
     }
-    bool probe_done = false;
-    asio::co_spawn(io, timer_probe(loaded_late, stop_load), [&](std::exception_ptr) { probe_done = true; });
-    asio::steady_timer end(
-        io, std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(seconds)));
-    end.async_wait([&](std::error_code) { stop_load = true; });
-    while (callers_left > 0 || !probe_done) io.run_one();
-    const double elapsed = std::chrono::duration<double>(clock_type::now() - load_start).count();
-    std::printf("throughput, %d in flight: %.0f calls/s (%ld calls in %.2f s)\n",
-                in_flight,
-                static_cast<double>(completed) / elapsed,
-                completed,
-                elapsed);
-    const auto idle = summarize(idle_late);
-    const auto loaded = summarize(loaded_late);
+    // Interleaved rounds, as for the round trips: both loads see about the same machine.
+    load_result flypg_load;
+    load_result raw_load;
+    const double round_seconds = seconds / rounds;
+    for (int r = 0; r < rounds; ++r) {
+        flypg_load.add(run_load(io, round_seconds, in_flight, [&](const bool& stop, long& completed) {
+            return flypg_caller(local, args, stop, completed);
+        }));
+        std::size_t next_connection = 0;
+        raw_load.add(run_load(io, round_seconds, in_flight, [&](const bool& stop, long& completed) {
+            return raw_caller(raw_connections[next_connection++], stop, completed);
+        }));
+    }
+    raw_connections.clear();
+
     std::printf(
-        "1 ms Asio timer lateness, idle:                p50 %.1f us, p99 %.1f us, max %.1f us (%zu "
-        "ticks)\n",
-        idle.p50,
-        idle.p99,
-        idle.max,
-        idle_late.size());
-    std::printf(
-        "1 ms Asio timer lateness, %d calls in flight:  p50 %.1f us, p99 %.1f us, max %.1f us (%zu "
-        "ticks)\n",
+        "throughput, %d in flight: flypg %.0f calls/s (%ld in %.2f s); raw Asio TCP %.0f round trips/s\n",
         in_flight,
-        loaded.p50,
-        loaded.p99,
-        loaded.max,
-        loaded_late.size());
+        flypg_load.per_second(),
+        flypg_load.completed,
+        flypg_load.elapsed,
+        raw_load.per_second());
+    const auto idle = summarize(idle_late);
+    const auto raw_loaded = summarize(raw_load.late_us);
+    const auto loaded = summarize(flypg_load.late_us);
+    std::printf("1 ms Asio timer lateness (same io_context as the load):\n");
+    print_lateness("idle", idle, idle_late.size());
+    print_lateness(std::to_string(in_flight) + " raw Asio TCP ping-pongs in flight",
+                   raw_loaded,
+                   raw_load.late_us.size());
+    print_lateness(std::to_string(in_flight) + " flypg calls in flight", loaded, flypg_load.late_us.size());
+    print_ratio("loaded lateness, flypg / raw Asio TCP", loaded, raw_loaded);
     return 0;
 }
 

@@ -2,9 +2,10 @@
 //
 // Cap'n Proto needs a kj::EventLoop. Rather than giving it a thread of its own (which costs a
 // thread hop per message), the loop is driven from the application's io_context: a custom
-// kj::EventPort posts a "pump" handler whenever KJ has runnable events, and the pump runs a bounded
-// number of KJ turns, then yields back to Asio. No thread is started and io_context::run() is never
-// called here.
+// kj::EventPort posts a "pump" handler whenever KJ has runnable events, and the pump runs KJ turns
+// for a bounded time (and at most a bounded number of turns), then yields back to Asio: the pump
+// is posted again behind the handlers (timers, other sockets) that became ready meanwhile. No thread is
+// started and io_context::run() is never called here.
 //
 // Completion handlers of flypg's own Asio operations (socket reads and writes, coroutines run for
 // capnp servers) open a `handler_scope`: KJ events they make runnable run when the handler ends,
@@ -92,8 +93,12 @@ class kj_runtime final : public std::enable_shared_from_this<kj_runtime> {
     void set_deadline(pending_op& op, clock::time_point deadline);
     void clear_deadline(pending_op& op) noexcept;
 
-    /// Maximum KJ turns per pump before yielding to other Asio handlers (timers, sockets).
+    /// Maximum KJ turns per Asio handler before yielding to other Asio handlers (timers, sockets).
     void set_turn_budget(unsigned turns) noexcept { turn_budget_ = turns == 0 ? 1 : turns; }
+    /// Maximum time spent in KJ turns per Asio handler before yielding (at least one turn runs).
+    /// Turns are not of equal cost (one may resume a coroutine that sends the next call), so the
+    /// turn budget alone does not bound how long timers and sockets wait.
+    void set_time_budget(std::chrono::microseconds budget) noexcept { time_budget_ = budget; }
 
     /// Counters for tests and benchmarks.
     std::uint64_t pumps() const noexcept { return pumps_; }
@@ -164,6 +169,7 @@ class kj_runtime final : public std::enable_shared_from_this<kj_runtime> {
     bool in_loop_ = false;
     unsigned scope_depth_ = 0;
     unsigned turn_budget_ = 128;
+    std::chrono::microseconds time_budget_{50};
     std::uint64_t pumps_ = 0;
 };
 #pragma GCC diagnostic pop

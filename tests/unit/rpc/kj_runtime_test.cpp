@@ -30,6 +30,18 @@ kj::Promise<int> count_down(int remaining, int& turns) {
     return kj::evalLater([remaining, &turns] { return count_down(remaining - 1, turns); });
 }
 
+// The same, each turn taking at least `turn_time` of CPU, like a turn that resumes a coroutine
+// which then does a whole call's work. (Busy, not sleeping: the point is a long handler.)
+kj::Promise<int> slow_count_down(int remaining, int& turns, std::chrono::microseconds turn_time) {
+    const auto until = std::chrono::steady_clock::now() + turn_time;
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    ++turns;
+    if (remaining == 0) return 0;
+    return kj::evalLater(
+        [remaining, &turns, turn_time] { return slow_count_down(remaining - 1, turns, turn_time); });
+}
+
 // Sets a flag when KJ drops the promise it belongs to.
 class drop_probe {
   public:
@@ -81,6 +93,27 @@ TEST(KjRuntime, YieldsToAsioHandlersWhileKjHasWork) {
     EXPECT_EQ(turns, 10'001);
     EXPECT_GE(turns_when_timer_fired, 0);
     EXPECT_LT(turns_when_timer_fired, 1'000);
+}
+
+TEST(KjRuntime, YieldsToAsioHandlersAfterItsTimeBudgetWhateverTheTurnBudget) {
+    asio::io_context io;
+    auto rt = kj_runtime::for_current_thread(io);
+    rt->set_turn_budget(1'000'000);
+    rt->set_time_budget(50us);
+    int turns = 0;
+    int turns_when_timer_fired = -1;
+    asio::steady_timer expired(io, std::chrono::steady_clock::now());
+    test::run(io, [&]() -> asio::awaitable<void> {
+        expired.async_wait([&](std::error_code) { turns_when_timer_fired = turns; });
+        auto outcome = co_await await_kj(*rt, slow_count_down(200, turns, 100us));
+        EXPECT_TRUE(outcome.ok());
+    }());
+    EXPECT_EQ(turns, 201);
+    // Every turn outlasts the time budget, so the loop yields after each one and the (already
+    // expired) timer runs within a pass or two through the io_context; a turn budget alone would
+    // have kept it waiting for all 200 turns.
+    EXPECT_GE(turns_when_timer_fired, 0);
+    EXPECT_LT(turns_when_timer_fired, 20);
 }
 
 TEST(KjBridge, ReportsARejectedPromiseAsAValue) {
