@@ -169,7 +169,9 @@ class kj_runtime final : public std::enable_shared_from_this<kj_runtime> {
     bool in_loop_ = false;
     unsigned scope_depth_ = 0;
     unsigned turn_budget_ = 128;
-    std::chrono::microseconds time_budget_{50};
+    // 100 us: at 64 calls in flight, 50 us cost 10-20% of the calls/s (more yields, smaller sends)
+    // for little gain in timer lateness; 200 us gave back the p99.
+    std::chrono::microseconds time_budget_{100};
     std::uint64_t pumps_ = 0;
 };
 #pragma GCC diagnostic pop
