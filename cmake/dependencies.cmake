@@ -8,7 +8,12 @@ find_package(Threads REQUIRED)
 find_path(FLYPG_ASIO_INCLUDE_DIR asio.hpp REQUIRED)
 add_library(flypg_asio INTERFACE)
 target_include_directories(flypg_asio SYSTEM INTERFACE $<BUILD_INTERFACE:${FLYPG_ASIO_INCLUDE_DIR}>)
-target_compile_definitions(flypg_asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRECATED)
+# Asio 1.22 decides whether its handler memory comes from aligned_alloc() or operator new by
+# looking for a macro of libstdc++'s that exists only once a standard header was included: a
+# translation unit that includes Asio first gets the other answer, so two definitions of the
+# same inline allocator meet at link time (an ODR violation that AddressSanitizer reports as
+# "alloc-dealloc-mismatch"). Every unit that links flypg gets the same answer.
+target_compile_definitions(flypg_asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRECATED ASIO_HAS_STD_ALIGNED_ALLOC=1)
 target_link_libraries(flypg_asio INTERFACE Threads::Threads)
 
 find_program(FLYPG_PG_CONFIG pg_config)
