@@ -31,7 +31,8 @@ namespace flypg::replication::detail {
 using wait_signature = void(std::exception_ptr, lsn_wait_result);
 
 /// One pending wait. The fields belong to the registry (and are guarded by it) from add() until
-/// the registry calls complete(); complete() is called exactly once.
+/// the registry completes it, exactly once: with complete(), or through complete_in_order(),
+/// which ends in complete_here() (or discard() if the executor never runs it).
 class waiter {
   public:
     static constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
