@@ -234,6 +234,10 @@ asio::awaitable<result> connection::impl::run_query(const std::string& sql, cons
                           0) == 0)
         fail_connection("sending the query failed");
     co_await flush();
+    co_return co_await collect_result();
+}
+
+asio::awaitable<result> connection::impl::collect_result() {
     // One statement gives one result; keep the first failure if a statement yields several.
     std::shared_ptr<const detail::result_data> kept;
     while (detail::pgresult_ptr res = co_await next_result()) {
@@ -243,6 +247,44 @@ asio::awaitable<result> connection::impl::run_query(const std::string& sql, cons
     if (!kept) throw_error(errc::protocol_error, "the server sent no result");
     if (kept->error == errc::connection_lost) fail_connection(kept->diag.server_message);
     co_return result(std::move(kept));
+}
+
+asio::awaitable<result> connection::impl::run_prepare(const std::string& name,
+                                                      const std::string& sql,
+                                                      const params& example) {
+    const detail::encoded_params encoded = detail::encode_params(example);
+    if (PQsendPrepare(conn, name.c_str(), sql.c_str(), encoded.count(), encoded.types.data()) == 0)
+        fail_connection("sending the statement to prepare failed");
+    co_await flush();
+    result r = co_await collect_result();
+    if (!r.error()) prepared.insert_or_assign(name, encoded.types);
+    co_return r;
+}
+
+asio::awaitable<result> connection::impl::run_prepared(const std::string& name, const params& parameters) {
+    const auto found = prepared.find(name);
+    if (found == prepared.end()) {
+        throw_error(errc::invalid_argument,
+                    "no statement named \"" + name + "\" was prepared on this connection");
+    }
+    const detail::encoded_params encoded = detail::encode_params(parameters);
+    if (encoded.types != found->second) {
+        // The server parses binary parameters by the types the statement was prepared with.
+        throw_error(errc::invalid_argument,
+                    "prepared statement \"" + name + "\" takes " + std::to_string(found->second.size()) +
+                        " parameters of the types it was prepared with; got " +
+                        std::to_string(encoded.types.size()) + " of other types");
+    }
+    if (PQsendQueryPrepared(conn,
+                            name.c_str(),
+                            encoded.count(),
+                            encoded.values.data(),
+                            encoded.lengths.data(),
+                            encoded.formats.data(),
+                            0) == 0)
+        fail_connection("sending the prepared statement failed");
+    co_await flush();
+    co_return co_await collect_result();
 }
 
 asio::awaitable<std::vector<result>> connection::impl::run_pipeline(
@@ -377,6 +419,22 @@ asio::awaitable<T> run_operation(connection::impl& c,
 
 asio::awaitable<result> connection::query(std::string sql, params parameters, query_options options) {
     result r = co_await run_operation(*impl_, impl_->run_query(sql, parameters), options.timeout);
+    r.throw_if_error();
+    co_return r;
+}
+
+asio::awaitable<void> connection::prepare(std::string name,
+                                          std::string sql,
+                                          params example,
+                                          query_options options) {
+    result r = co_await run_operation(*impl_, impl_->run_prepare(name, sql, example), options.timeout);
+    r.throw_if_error();
+}
+
+asio::awaitable<result> connection::query_prepared(std::string name,
+                                                   params parameters,
+                                                   query_options options) {
+    result r = co_await run_operation(*impl_, impl_->run_prepared(name, parameters), options.timeout);
     r.throw_if_error();
     co_return r;
 }

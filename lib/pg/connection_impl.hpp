@@ -8,6 +8,12 @@
 #include <asio/awaitable.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
 #include "flypg/pg/connection.hpp"
 #include "pg/result_data.hpp"
 
@@ -29,9 +35,17 @@ struct connection::impl {
     bool broken = false;
     // Syncs sent in pipeline mode whose PGRES_PIPELINE_SYNC has not been read yet.
     int pending_syncs = 0;
+    // The statements prepared on this session, with the parameter types they were prepared with.
+    std::map<std::string, std::vector<std::uint32_t>, std::less<>> prepared;
 
     asio::awaitable<void> establish(std::string conninfo_with_addresses);
     asio::awaitable<result> run_query(const std::string& sql, const params& parameters);
+    asio::awaitable<result> run_prepare(const std::string& name,
+                                        const std::string& sql,
+                                        const params& example);
+    asio::awaitable<result> run_prepared(const std::string& name, const params& parameters);
+    /// Reads the results of the statement just sent: the first failure, else the last result.
+    asio::awaitable<result> collect_result();
     asio::awaitable<std::vector<result>> run_pipeline(const std::vector<statement>& statements);
 
     /// Marks the operation as started; throws busy / not_connected.

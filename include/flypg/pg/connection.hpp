@@ -90,6 +90,22 @@ class connection {
     /// Runs one statement with `$1..$n` parameters and returns its rows. Throws flypg::error.
     asio::awaitable<result> query(std::string sql, params parameters = {}, query_options options = {});
 
+    /// Prepares `sql` as the statement `name` of this session (PQsendPrepare): later runs skip
+    /// the server's parsing and planning. The parameters take the types of `example`'s values,
+    /// and query_prepared() must pass values of the same types. Preparing a name again replaces
+    /// it. Throws flypg::error (the SQL error when the statement is invalid).
+    asio::awaitable<void> prepare(std::string name,
+                                  std::string sql,
+                                  params example = {},
+                                  query_options options = {});
+
+    /// Runs the statement prepared as `name` with `parameters`. Throws flypg::error:
+    /// errc::invalid_argument naming the statement when it was not prepared on this connection
+    /// or the parameters' types differ from the ones it was prepared with.
+    asio::awaitable<result> query_prepared(std::string name,
+                                           params parameters = {},
+                                           query_options options = {});
+
     /// Sends all `statements` in one round trip (libpq pipeline mode) and returns one result per
     /// statement, in order. SQL failures come back inside the results (result::error()); only
     /// connection failures, timeouts and cancellation throw.

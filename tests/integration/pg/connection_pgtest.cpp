@@ -5,6 +5,8 @@
 #include <asio/experimental/awaitable_operators.hpp>
 
 #include <chrono>
+#include <memory>
+#include <optional>
 
 #include "flypg/pg/connection.hpp"
 #include "support/test_support.hpp"
@@ -73,6 +75,56 @@ TEST_F(Connection, ParametersAreNeverSplicedIntoSql) {
         params hostile{"'); DROP TABLE pg_class; --"};
         result r = co_await conn.query("SELECT $1::text AS v", std::move(hostile));
         EXPECT_EQ(r[0].get<std::string>(0), "'); DROP TABLE pg_class; --");
+    }());
+}
+
+TEST_F(Connection, PreparedStatementRunsWithTheTypesItWasPreparedWith) {
+    run(io, []() -> asio::awaitable<void> {
+        connection conn = co_await open_primary();
+        params example{std::int64_t{0}, std::string()};
+        co_await conn.prepare("add_and_tag", "SELECT $1 + 1 AS n, $2 || '!' AS tag", std::move(example));
+        for (std::int64_t i = 0; i < 3; ++i) {
+            params args{i, std::string("run ") + std::to_string(i)};
+            result r = co_await conn.query_prepared("add_and_tag", std::move(args));
+            EXPECT_EQ(r[0].get<std::int64_t>("n"), i + 1);
+            EXPECT_EQ(r[0].get<std::string>("tag"), "run " + std::to_string(i) + "!");
+        }
+        // Hostile text stays a value here too.
+        params hostile{std::int64_t{1}, std::string("'); DROP TABLE pg_class; --")};
+        result r = co_await conn.query_prepared("add_and_tag", std::move(hostile));
+        EXPECT_EQ(r[0].get<std::string>("tag"), "'); DROP TABLE pg_class; --!");
+    }());
+}
+
+TEST_F(Connection, PreparedStatementMisuseIsNamedAndLeavesTheConnectionUsable) {
+    auto conn = std::make_shared<std::optional<connection>>();
+    run(io, [conn]() -> asio::awaitable<void> {
+        conn->emplace(co_await open_primary());
+    }());
+    EXPECT_EQ(error_of(io,
+                       [conn]() -> asio::awaitable<void> {
+                           co_await (*conn)->query_prepared("never_prepared");
+                       }()),
+              flypg::errc::invalid_argument);
+    run(io, [conn]() -> asio::awaitable<void> {
+        params example{std::int64_t{0}};
+        co_await (*conn)->prepare("plus_one", "SELECT $1 + 1", std::move(example));
+    }());
+    EXPECT_EQ(error_of(io,
+                       [conn]() -> asio::awaitable<void> {
+                           params wrong{std::string("1")};
+                           co_await (*conn)->query_prepared("plus_one", std::move(wrong));
+                       }()),
+              flypg::errc::invalid_argument);
+    EXPECT_EQ(error_of(io,
+                       [conn]() -> asio::awaitable<void> {
+                           co_await (*conn)->prepare("broken", "SELEC 1");
+                       }()),
+              flypg::sqlstate("42601"));
+    run(io, [conn]() -> asio::awaitable<void> {
+        params args{std::int64_t{41}};
+        result r = co_await (*conn)->query_prepared("plus_one", std::move(args));
+        EXPECT_EQ(r[0].get<std::int64_t>(0), 42);
     }());
 }
 
