@@ -71,8 +71,13 @@ class pg_replay_source final : public replay_source {
         pg::connection& conn = open_connection();
         ++queries_;
         // Arguments named, not braced, inside the co_await (g++ 12 coroutine bugs).
-        std::string name(read_statement);
         pg::params no_params;
+        if (!options_.prepare_poll) {
+            std::string sql(read_sql);
+            pg::result result = co_await conn.query(std::move(sql), std::move(no_params), query_options_);
+            co_return to_status(result, "pg_last_wal_replay_lsn()");
+        }
+        std::string name(read_statement);
         pg::result result =
             co_await conn.query_prepared(std::move(name), std::move(no_params), query_options_);
         co_return to_status(result, "pg_last_wal_replay_lsn()");
@@ -98,10 +103,12 @@ class pg_replay_source final : public replay_source {
         pg::connection fresh = co_await pg::connection::connect(executor_, std::move(connect));
         // Prepared once per connection: a poll then costs the server no parsing or planning,
         // which was about 40 % of its round trip on loopback.
-        std::string name(read_statement);
-        std::string sql(read_sql);
-        pg::params no_params;
-        co_await fresh.prepare(std::move(name), std::move(sql), std::move(no_params), query_options_);
+        if (options_.prepare_poll) {
+            std::string name(read_statement);
+            std::string sql(read_sql);
+            pg::params no_params;
+            co_await fresh.prepare(std::move(name), std::move(sql), std::move(no_params), query_options_);
+        }
         connection_.emplace(std::move(fresh));
     }
 

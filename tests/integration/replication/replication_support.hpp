@@ -61,9 +61,11 @@ inline asio::awaitable<bool> row_visible(pg::connection& replica, std::string ta
 }
 
 inline std::unique_ptr<replication::replay_source> replay_source_for(asio::io_context& io,
-                                                                     std::string conninfo) {
+                                                                     std::string conninfo,
+                                                                     bool prepare_poll = true) {
     replication::pg_replay_source_options options;
     options.connect.conninfo = std::move(conninfo);
+    options.prepare_poll = prepare_poll;
     return replication::make_pg_replay_source(io.get_executor(), std::move(options));
 }
 

@@ -48,17 +48,21 @@ class TrackerPg : public ::testing::Test {
     std::string table_;
 };
 
-TEST_F(TrackerPg, WaitEndsOnceTheReplicaHasTheWrite) {
-    tracker t(io_.get_executor(), test::replay_source_for(io_, test::replica_conninfo(1)));
-    test::run_with_tracker(io_, t, [&]() -> asio::awaitable<void> {
+// A tracker whose poll is prepared once per connection (`prepare_poll`, the default) or sent
+// unprepared (for poolers that cannot keep prepared statements) sees every write replayed.
+void expect_waits_end_once_the_replica_has_the_write(asio::io_context& io,
+                                                     const std::string& table,
+                                                     bool prepare_poll) {
+    tracker t(io.get_executor(), test::replay_source_for(io, test::replica_conninfo(1), prepare_poll));
+    test::run_with_tracker(io, t, [&]() -> asio::awaitable<void> {
         connection primary = co_await test::connect_to(test::primary_conninfo());
         connection replica = co_await test::connect_to(test::replica_conninfo(1));
         for (std::int64_t id = 1; id <= 20; ++id) {
-            const lsn commit = co_await test::insert_row(primary, table_, id);
+            const lsn commit = co_await test::insert_row(primary, table, id);
             auto result = co_await t.wait_for(commit);
             EXPECT_EQ(result.status, wait_status::replayed);
             EXPECT_GE(result.replay_position, commit);
-            EXPECT_TRUE(co_await test::row_visible(replica, table_, id)) << "row " << id;
+            EXPECT_TRUE(co_await test::row_visible(replica, table, id)) << "row " << id;
         }
         EXPECT_TRUE(t.stats().replay_position.has_value());
         EXPECT_TRUE(t.stats().connected);
@@ -68,6 +72,14 @@ TEST_F(TrackerPg, WaitEndsOnceTheReplicaHasTheWrite) {
     EXPECT_EQ(s.replayed, 20u);
     EXPECT_EQ(s.timeouts, 0u);
     EXPECT_FALSE(s.replay_position.has_value()) << "forgotten once run() has stopped";
+}
+
+TEST_F(TrackerPg, WaitEndsOnceTheReplicaHasTheWrite) {
+    expect_waits_end_once_the_replica_has_the_write(io_, table_, true);
+}
+
+TEST_F(TrackerPg, UnpreparedPollWorksToo) {
+    expect_waits_end_once_the_replica_has_the_write(io_, table_, false);
 }
 
 // 100 coroutines each write 100 rows, wait, and read their row from the replica right away.
