@@ -97,6 +97,10 @@ struct repo_options {
     std::chrono::milliseconds replication_timeout{5'000};
     /// The replication tracker (poll interval floor/ceiling, strategy, reconnect backoff).
     replication::tracker_options tracker = {};
+    /// Prepare the tracker's poll on its replica connection (see
+    /// replication::pg_replay_source_options::prepare_poll); false behind a pooler that cannot keep
+    /// prepared statements.
+    bool prepare_poll = true;
     /// Where the repo records its metrics (labelled database="<name>"). Share one registry between
     /// repos to serve them from one /metrics; null: the repo makes its own.
     std::shared_ptr<metrics::registry> metrics;

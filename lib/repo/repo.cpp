@@ -100,6 +100,7 @@ std::unique_ptr<replication::replay_source> replay_source_for(const asio::any_io
                                                               const repo_options& o) {
     replication::pg_replay_source_options source;
     source.connect.conninfo = o.local_url;
+    source.prepare_poll = o.prepare_poll;
     return replication::make_pg_replay_source(ex, std::move(source));
 }
 
