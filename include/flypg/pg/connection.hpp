@@ -92,8 +92,9 @@ class connection {
 
     /// Prepares `sql` as the statement `name` of this session (PQsendPrepare): later runs skip
     /// the server's parsing and planning. The parameters take the types of `example`'s values,
-    /// and query_prepared() must pass values of the same types. Preparing a name again replaces
-    /// it. Throws flypg::error (the SQL error when the statement is invalid).
+    /// and query_prepared() must pass values of the same types. Throws flypg::error with the
+    /// server's SQLSTATE when the statement is invalid, or 42P05 (duplicate_prepared_statement)
+    /// when `name` is already prepared on this connection.
     asio::awaitable<void> prepare(std::string name,
                                   std::string sql,
                                   params example = {},

@@ -121,6 +121,12 @@ TEST_F(Connection, PreparedStatementMisuseIsNamedAndLeavesTheConnectionUsable) {
                            co_await (*conn)->prepare("broken", "SELEC 1");
                        }()),
               flypg::sqlstate("42601"));
+    EXPECT_EQ(error_of(io,
+                       [conn]() -> asio::awaitable<void> {
+                           params example{std::int64_t{0}};
+                           co_await (*conn)->prepare("plus_one", "SELECT $1 + 2", std::move(example));
+                       }()),
+              flypg::sqlstate("42P05"));
     run(io, [conn]() -> asio::awaitable<void> {
         params args{std::int64_t{41}};
         result r = co_await (*conn)->query_prepared("plus_one", std::move(args));
