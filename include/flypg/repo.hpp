@@ -45,6 +45,7 @@
 #include <utility>
 #include <vector>
 
+#include "flypg/config.hpp"
 #include "flypg/lsn.hpp"
 #include "flypg/metrics.hpp"
 #include "flypg/pg/pool.hpp"
@@ -111,6 +112,12 @@ struct repo_options {
     /// Also log every write at debug level: where it ran, its commit LSN and its latency.
     bool verbose = false;
 };
+
+/// The repo_options of a resolved database configuration (database_config_from_environment()):
+/// the replica as the local URL, the primary as the primary URL (when the configuration has one),
+/// and read_only local mode when the configuration makes the replica read-only. Other fields keep
+/// their defaults.
+repo_options repo_options_for(const database_config& config);
 
 /// Where a write ran and what happened to its replication.
 enum class write_route {

@@ -513,6 +513,14 @@ bool repo::is_primary() const {
 pg::pool& repo::local_pool() noexcept {
     return *impl_->local;
 }
+repo_options repo_options_for(const database_config& config) {
+    repo_options options;
+    options.local_url = config.replica.to_conninfo();
+    if (config.primary) options.primary_url = config.primary->to_conninfo();
+    if (!config.replica_session_settings.empty()) options.local = local_mode::read_only;
+    return options;
+}
+
 replication::tracker_stats repo::tracker_stats() const {
     return impl_->tracker.stats();
 }

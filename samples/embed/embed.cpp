@@ -282,10 +282,7 @@ int main(int argc, char** argv) {
         node_options.writes = service;
         service->add_procedures(node_options.procedures);
         flypg::rpc::node node = flypg::rpc::node::create(io, std::move(node_options));
-        flypg::repo_options repo_options;
-        repo_options.local_url = config.replica.to_conninfo();
-        if (config.primary) repo_options.primary_url = config.primary->to_conninfo();
-        if (!config.replica_session_settings.empty()) repo_options.local = flypg::local_mode::read_only;
+        flypg::repo_options repo_options = flypg::repo_options_for(config);
         flypg::repo db(io.get_executor(), node, service, std::move(repo_options));
 
         // The node and the repo's tracker are long-running operations: cancel them to stop them.

@@ -680,10 +680,7 @@ int main() {
         flypg::rpc::node node = flypg::rpc::node::create(io, std::move(node_options));
 
         auto metrics = std::make_shared<flypg::metrics::registry>();
-        flypg::repo_options repo_options;
-        repo_options.local_url = config.replica.to_conninfo();
-        if (config.primary) repo_options.primary_url = config.primary->to_conninfo();
-        if (!config.replica_session_settings.empty()) repo_options.local = flypg::local_mode::read_only;
+        flypg::repo_options repo_options = flypg::repo_options_for(config);
         repo_options.metrics = metrics;
         flypg::repo db(io.get_executor(), node, service, std::move(repo_options));
 

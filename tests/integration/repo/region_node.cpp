@@ -7,19 +7,17 @@
 // region). Registers the named transactions the tests call and a test.metrics procedure, prints "LISTENING
 // <port> <node_id>" once it listens, logs to stderr, and exits when stdin closes (it never outlives its
 // test).
-#include <unistd.h>
-
 #include <absl/flags/flag.h>
 #include <absl/flags/parse.h>
 #include <absl/strings/str_split.h>
 
 #include <asio.hpp>
 #include <cstdio>
-#include <functional>
 #include <list>
 
 #include "flypg/repo.hpp"
 #include "flypg/rpc/node.hpp"
+#include "support/node_process.hpp"
 
 ABSL_FLAG(std::string, region, "ams", "this node's region");
 ABSL_FLAG(std::string, primary_region, "ams", "the primary region");
@@ -108,27 +106,7 @@ int main(int argc, char** argv) {
             repo_options.primary_url = parts.at(1);
             repos.emplace_back(io.get_executor(), node, service, std::move(repo_options));
         }
-        asio::cancellation_signal stop;
-        bool finished = false;
-        asio::co_spawn(io, node.run(), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr) {
-                           finished = true;
-                       }));
-        asio::posix::stream_descriptor input(io, ::dup(STDIN_FILENO));
-        std::array<char, 64> sink{};
-        std::function<void(std::error_code, std::size_t)> on_input = [&](std::error_code ec, std::size_t) {
-            if (ec) {
-                stop.emit(asio::cancellation_type::terminal);
-                return;
-            }
-            input.async_read_some(asio::buffer(sink), on_input);
-        };
-        input.async_read_some(asio::buffer(sink), on_input);
-        std::printf(
-            "LISTENING %u %s\n", static_cast<unsigned>(node.local_endpoint().port()), node.node_id().c_str());
-        std::fflush(stdout);
-        while (!finished) io.run_one();
-        input.cancel();
-        io.poll();
+        flypg::test::serve_until_stdin_closes(io, node);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "[region node] fatal: %s\n", e.what());
         return 1;

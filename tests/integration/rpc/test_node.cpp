@@ -7,7 +7,6 @@
 // "region node_id" texts), serves writes from the in-memory executor, prints
 // "LISTENING <port> <node_id>" on stdout once it listens, logs to stderr, and exits when stdin
 // closes (so it never outlives the test) or on SIGTERM.
-#include <unistd.h>
 
 #include <asio.hpp>
 
@@ -21,6 +20,7 @@
 #include "flypg/error.hpp"
 #include "flypg/rpc/node.hpp"
 #include "memory_executor.hpp"
+#include "support/node_process.hpp"
 #include "test_procedures.hpp"
 
 namespace {
@@ -113,34 +113,7 @@ int main(int argc, char** argv) {
     try {
         auto n = node::create(io, std::move(options));
         self = &n;
-        asio::cancellation_signal stop;
-        bool finished = false;
-        asio::co_spawn(io, n.run(), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr) {
-                           finished = true;
-                       }));
-
-        asio::signal_set signals(io, SIGTERM, SIGINT);
-        signals.async_wait([&](std::error_code ec, int) {
-            if (!ec) stop.emit(asio::cancellation_type::terminal);
-        });
-        asio::posix::stream_descriptor input(io, ::dup(STDIN_FILENO));
-        std::array<char, 64> sink{};
-        std::function<void(std::error_code, std::size_t)> on_input = [&](std::error_code ec, std::size_t) {
-            if (ec) {
-                stop.emit(asio::cancellation_type::terminal);
-                return;
-            }
-            input.async_read_some(asio::buffer(sink), on_input);
-        };
-        input.async_read_some(asio::buffer(sink), on_input);
-
-        std::printf(
-            "LISTENING %u %s\n", static_cast<unsigned>(n.local_endpoint().port()), n.node_id().c_str());
-        std::fflush(stdout);
-        while (!finished) io.run_one();
-        signals.cancel();
-        input.cancel();
-        io.poll();
+        flypg::test::serve_until_stdin_closes(io, n);
     } catch (const flypg::error& e) {
         std::fprintf(stderr, "[%s error] %s\n", label.c_str(), e.what());
         return 1;

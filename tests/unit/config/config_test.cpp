@@ -7,6 +7,7 @@
 
 #include "flypg/config.hpp"
 #include "flypg/error.hpp"
+#include "flypg/repo.hpp"
 
 namespace {
 
@@ -169,6 +170,20 @@ TEST(DatabaseConfig, ReadOnlyLocalMakesReplicaConnectionsReadOnly) {
     EXPECT_THAT(config.replica_session_settings,
                 testing::ElementsAre("SET default_transaction_read_only = on"));
     EXPECT_EQ(config.primary, config.replica);
+}
+
+TEST(DatabaseConfig, RepoOptionsTakeTheUrlsAndTheReadOnlyMode) {
+    const environment plain{{"DATABASE_URL", "postgres://localhost/app"}};
+    const database_config writable = resolve_database_config(plain, "local", "local");
+    const flypg::repo_options options = flypg::repo_options_for(writable);
+    EXPECT_EQ(options.local_url, writable.replica.to_conninfo());
+    ASSERT_TRUE(writable.primary.has_value());
+    EXPECT_EQ(options.primary_url, writable.primary->to_conninfo());
+    EXPECT_EQ(options.local, flypg::local_mode::as_is);
+
+    const environment read_only{{"DATABASE_URL", "postgres://localhost/app"}, {"FLYPG_READ_ONLY_LOCAL", "1"}};
+    EXPECT_EQ(flypg::repo_options_for(resolve_database_config(read_only, "local", "local")).local,
+              flypg::local_mode::read_only);
 }
 
 TEST(DatabaseConfig, ReadOnlyLocalAcceptsCommonBooleanSpellings) {
