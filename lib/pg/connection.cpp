@@ -110,7 +110,11 @@ std::string libpq_error(PGconn* conn) {
 // Keeps the connection's busy flag set for exactly one operation.
 class operation_scope {
   public:
-    explicit operation_scope(connection::impl& c) : c_(c) { c_.begin_operation(); }
+    /// `begun`: the operation began earlier (send_prepared() set the busy flag), only its end is
+    /// left to mark.
+    explicit operation_scope(connection::impl& c, bool begun = false) : c_(c) {
+        if (!begun) c_.begin_operation();
+    }
     ~operation_scope() { c_.busy = false; }
     operation_scope(const operation_scope&) = delete;
     operation_scope& operator=(const operation_scope&) = delete;
@@ -167,9 +171,10 @@ void connection::impl::fail_connection(std::string what) {
 }
 
 void connection::impl::begin_operation() {
-    if (busy) throw_error(errc::busy, "the connection is already running another operation");
+    // Closed first: a connection closed while busy (or with an answer pending) is not coming back.
     if (broken || conn == nullptr || PQstatus(conn) != CONNECTION_OK)
         throw_error(errc::not_connected, "the connection is closed or broken; open a new one");
+    if (busy) throw_error(errc::busy, "the connection is already running another operation");
     busy = true;
 }
 
@@ -261,30 +266,39 @@ asio::awaitable<result> connection::impl::run_prepare(const std::string& name,
     co_return r;
 }
 
-asio::awaitable<result> connection::impl::run_prepared(const std::string& name, const params& parameters) {
+void connection::impl::send_prepared(std::string_view name, const params& parameters) {
     const auto found = prepared.find(name);
     if (found == prepared.end()) {
         throw_error(errc::invalid_argument,
-                    "no statement named \"" + name + "\" was prepared on this connection");
+                    "no statement named \"" + std::string(name) + "\" was prepared on this connection");
     }
     const detail::encoded_params encoded = detail::encode_params(parameters);
     if (encoded.types != found->second) {
         // The server parses binary parameters by the types the statement was prepared with.
         throw_error(errc::invalid_argument,
-                    "prepared statement \"" + name + "\" takes " + std::to_string(found->second.size()) +
+                    "prepared statement \"" + std::string(name) + "\" takes " +
+                        std::to_string(found->second.size()) +
                         " parameters of the types it was prepared with; got " +
                         std::to_string(encoded.types.size()) + " of other types");
     }
     if (PQsendQueryPrepared(conn,
-                            name.c_str(),
+                            found->first.c_str(),
                             encoded.count(),
                             encoded.values.data(),
                             encoded.lengths.data(),
                             encoded.formats.data(),
                             0) == 0)
         fail_connection("sending the prepared statement failed");
+}
+
+asio::awaitable<result> connection::impl::finish_sent() {
     co_await flush();
     co_return co_await collect_result();
+}
+
+asio::awaitable<result> connection::impl::run_prepared(const std::string& name, const params& parameters) {
+    send_prepared(name, parameters);
+    co_return co_await finish_sent();
 }
 
 asio::awaitable<std::vector<result>> connection::impl::run_pipeline(
@@ -397,8 +411,9 @@ namespace {
 template <class T>
 asio::awaitable<T> run_operation(connection::impl& c,
                                  asio::awaitable<T> op,
-                                 std::chrono::milliseconds timeout) {
-    operation_scope scope(c);
+                                 std::chrono::milliseconds timeout,
+                                 bool begun = false) {
+    operation_scope scope(c, begun);
     const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
     co_await asio::this_coro::throw_if_cancelled(false);
     std::optional<T> value;
@@ -435,6 +450,34 @@ asio::awaitable<result> connection::query_prepared(std::string name,
                                                    params parameters,
                                                    query_options options) {
     result r = co_await run_operation(*impl_, impl_->run_prepared(name, parameters), options.timeout);
+    r.throw_if_error();
+    co_return r;
+}
+
+void connection::send_prepared(std::string_view name, const params& parameters) {
+    impl_->begin_operation();
+    try {
+        impl_->send_prepared(name, parameters);
+        // One attempt that cannot block: a short request leaves now, and receive_prepared()
+        // flushes whatever the socket did not take.
+        if (PQflush(impl_->conn) < 0) impl_->fail_connection("sending to the server failed");
+    } catch (...) {
+        impl_->busy = false;
+        throw;
+    }
+    impl_->answer_pending = true;
+}
+
+asio::awaitable<result> connection::receive_prepared(query_options options) {
+    if (!impl_->answer_pending) {
+        throw_error(errc::invalid_argument, "receive_prepared: no statement was sent with send_prepared()");
+    }
+    impl_->answer_pending = false;
+    if (!is_open()) {
+        impl_->busy = false;
+        throw_error(errc::not_connected, "the connection is closed or broken; open a new one");
+    }
+    result r = co_await run_operation(*impl_, impl_->finish_sent(), options.timeout, true);
     r.throw_if_error();
     co_return r;
 }

@@ -33,6 +33,8 @@ struct connection::impl {
     asio::posix::stream_descriptor socket;
     bool busy = false;
     bool broken = false;
+    // send_prepared() sent a statement whose answer receive_prepared() has not read yet.
+    bool answer_pending = false;
     // Syncs sent in pipeline mode whose PGRES_PIPELINE_SYNC has not been read yet.
     int pending_syncs = 0;
     // The statements prepared on this session, with the parameter types they were prepared with.
@@ -44,6 +46,10 @@ struct connection::impl {
                                         const std::string& sql,
                                         const params& example);
     asio::awaitable<result> run_prepared(const std::string& name, const params& parameters);
+    /// Sends the prepared statement `name` (PQsendQueryPrepared); does not flush.
+    void send_prepared(std::string_view name, const params& parameters);
+    /// Flushes what is left of the request just sent and reads its result.
+    asio::awaitable<result> finish_sent();
     /// Reads the results of the statement just sent: the first failure, else the last result.
     asio::awaitable<result> collect_result();
     asio::awaitable<std::vector<result>> run_pipeline(const std::vector<statement>& statements);

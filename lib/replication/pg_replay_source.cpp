@@ -67,8 +67,25 @@ class pg_replay_source final : public replay_source {
             "SELECT replay_lsn, in_recovery FROM " + options_.long_poll_function + "($1::pg_lsn, $2, $3)";
     }
 
+    bool start_read() override {
+        if (read_started_ || !options_.prepare_poll || !connection_ || !connection_->is_idle()) return false;
+        try {
+            connection_->send_prepared(read_statement);
+        } catch (const flypg::error&) {
+            return false;  // read() finds the connection broken and says so
+        }
+        ++queries_;
+        read_started_ = true;
+        return true;
+    }
+
     asio::awaitable<replay_status> read() override {
         pg::connection& conn = open_connection();
+        if (read_started_) {
+            read_started_ = false;
+            pg::result result = co_await conn.receive_prepared(query_options_);
+            co_return to_status(result, "pg_last_wal_replay_lsn()");
+        }
         ++queries_;
         // Arguments named, not braced, inside the co_await (g++ 12 coroutine bugs).
         pg::params no_params;
@@ -86,6 +103,7 @@ class pg_replay_source final : public replay_source {
     asio::awaitable<replay_status> wait_past(lsn target,
                                              std::chrono::microseconds max_wait,
                                              std::chrono::microseconds step) override {
+        if (read_started_) co_return co_await read();  // a fresh answer either way: take it
         pg::connection& conn = open_connection();
         ++queries_;
         pg::params args;
@@ -99,6 +117,7 @@ class pg_replay_source final : public replay_source {
 
     asio::awaitable<void> reconnect() override {
         connection_.reset();  // closes the old one, if any
+        read_started_ = false;
         pg::connect_options connect = options_.connect;
         pg::connection fresh = co_await pg::connection::connect(executor_, std::move(connect));
         // Prepared once per connection: a poll then costs the server no parsing or planning,
@@ -129,6 +148,7 @@ class pg_replay_source final : public replay_source {
     pg::query_options query_options_;
     std::optional<pg::connection> connection_;
     std::uint64_t queries_ = 0;
+    bool read_started_ = false;  // start_read() sent a query whose answer read() has not taken
 };
 
 }  // namespace

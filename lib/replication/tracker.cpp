@@ -1,5 +1,8 @@
 #include "flypg/replication/tracker.hpp"
 
+#include <asio/io_context.hpp>
+#include <asio/strand.hpp>
+
 #include <cstdio>
 #include <string>
 
@@ -47,6 +50,16 @@ replication_timeout_error::replication_timeout_error(lsn target,
       timeout_(timeout) {}
 
 namespace detail {
+
+bool running_in_this_thread(const asio::any_io_executor& executor) noexcept {
+    if (const auto* io = executor.target<asio::io_context::executor_type>())
+        return io->running_in_this_thread();
+    using io_strand = asio::strand<asio::io_context::executor_type>;
+    if (const auto* strand = executor.target<io_strand>()) return strand->running_in_this_thread();
+    using any_strand = asio::strand<asio::any_io_executor>;
+    if (const auto* strand = executor.target<any_strand>()) return strand->running_in_this_thread();
+    return false;
+}
 
 void validate(const tracker_options& options) {
     auto fail = [](const char* what) {

@@ -51,6 +51,9 @@ namespace flypg::replication::detail {
 
 // Non-template helpers, compiled once in tracker.cpp.
 
+/// Whether the calling thread is running a handler of `executor` now (an io_context's executor or
+/// a strand; false for executors of other types).
+bool running_in_this_thread(const asio::any_io_executor& executor) noexcept;
 /// Throws flypg::error(errc::invalid_argument) naming the first invalid field.
 void validate(const tracker_options& options);
 /// errc::cancelled: the wait was cancelled through its cancellation slot.
@@ -155,6 +158,10 @@ class tracker_core : public waiter_registry,
         lsn_wait_result answer;
         bool kick_poll = false;
         bool kick_expiry = false;
+        bool start_read = false;
+        // Only the tracker's own executor may touch the source.
+        const bool may_start_read =
+            options_.strategy == poll_strategy::poll && running_in_this_thread(executor_);
         {
             std::lock_guard lock(mutex_);
             ++stats_.waits;
@@ -200,12 +207,27 @@ class tracker_core : public waiter_registry,
                     kick_poll = true;
                     poll_sleep_until_ = next_poll_at_;
                 }
+                if (may_start_read && poll_sleeping_ && stats_.connected && !read_started_ &&
+                    next_poll_at_ <= now) {
+                    // The poll is due, and the loop would send it only after the caller's
+                    // handler returns: send it now (claimed here, undone below if the source
+                    // cannot).
+                    start_read = true;
+                    read_started_ = true;
+                    read_started_at_ = now;
+                    ++stats_.polls;
+                }
                 const time_point deadline = from_ns(w.deadline);
                 if (expiry_sleeping_ && deadline < expiry_sleep_until_) {
                     kick_expiry = true;
                     expiry_sleep_until_ = deadline;
                 }
             }
+        }
+        if (start_read && !source_->start_read()) {
+            std::lock_guard lock(mutex_);
+            read_started_ = false;
+            --stats_.polls;
         }
         if (what == outcome::fail) {
             w.complete(make_stopped_error(w.target, false), {});
@@ -264,6 +286,7 @@ class tracker_core : public waiter_registry,
             if (!destroyed) run_state_ = run_state::stopped;
             pending = take_all_locked();
             stats_.aborted += pending.size();
+            read_started_ = false;  // the next run() reconnects, which drops that query
             cached_.reset();
             stats_.replay_position.reset();
             stats_.connected = false;
@@ -314,14 +337,22 @@ class tracker_core : public waiter_registry,
 
             bool poll_now = false;
             time_point wake = time_point::max();
+            time_point sent;
             lsn target;
             {
                 std::lock_guard lock(mutex_);
                 if (run_state_ == run_state::destroyed) co_return;
-                if (!by_target_.empty()) {
+                if (read_started_) {
+                    // add() sent the query already (counted there): collect its answer, even if
+                    // the waits it was for are gone.
+                    poll_now = true;
+                    read_started_ = false;
+                    sent = read_started_at_;
+                } else if (!by_target_.empty()) {
                     if (next_poll_at_ <= Clock::now()) {
                         poll_now = true;
                         target = by_target_.top()->target;
+                        sent = Clock::now();
                         ++stats_.polls;
                     } else {
                         wake = next_poll_at_;
@@ -344,7 +375,6 @@ class tracker_core : public waiter_registry,
 
             std::exception_ptr failure;
             replay_status status;
-            const time_point sent = Clock::now();
             try {
                 status = co_await query(target);
             } catch (...) {
@@ -513,6 +543,8 @@ class tracker_core : public waiter_registry,
     time_point last_poll_done_{};
     bool poll_sleeping_ = false;
     time_point poll_sleep_until_{};
+    bool read_started_ = false;  // add() sent the next poll's query (replay_source::start_read)
+    time_point read_started_at_{};
     bool expiry_sleeping_ = false;
     time_point expiry_sleep_until_{};
     tracker_stats stats_;

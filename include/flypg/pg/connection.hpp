@@ -31,6 +31,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "flypg/pg/param.hpp"
@@ -106,6 +107,19 @@ class connection {
     asio::awaitable<result> query_prepared(std::string name,
                                            params parameters = {},
                                            query_options options = {});
+
+    /// Sends the statement prepared as `name` now and returns without waiting for the server, so
+    /// that the query travels while the caller finishes other work; receive_prepared() then reads
+    /// its answer. Until then the connection is busy (other operations fail with errc::busy).
+    /// Never blocks: what the socket does not take at once is sent by receive_prepared().
+    /// Throws flypg::error at once, as query_prepared() would: errc::busy, errc::not_connected,
+    /// errc::invalid_argument for a statement not prepared or parameters of other types, and
+    /// errc::connection_lost when the send fails (the connection is then closed).
+    void send_prepared(std::string_view name, const params& parameters = {});
+
+    /// Reads the answer to the statement send_prepared() sent, with query_prepared()'s timeout,
+    /// cancellation and errors. Throws flypg::error(errc::invalid_argument) when nothing was sent.
+    asio::awaitable<result> receive_prepared(query_options options = {});
 
     /// Sends all `statements` in one round trip (libpq pipeline mode) and returns one result per
     /// statement, in order. SQL failures come back inside the results (result::error()); only

@@ -63,6 +63,14 @@ class replay_source {
     /// The replica's current replay status, with one query.
     virtual asio::awaitable<replay_status> read() = 0;
 
+    /// Optional: sends now, without waiting, the query the next read() would send, and returns
+    /// whether it did; that read() then returns this query's answer instead of sending another.
+    /// The tracker calls it on its own executor when a wait arrives that should be polled for at
+    /// once: its loop only runs after the handler that started the wait returns, which may be a
+    /// handler starting a thousand waits, and the query can travel meanwhile. Must not block or
+    /// throw for a source that cannot send now (it returns false). The default sends nothing.
+    virtual bool start_read() { return false; }
+
     /// Long-poll: returns once the replay position is at or past `target`, or after about
     /// `max_wait`, or at once when the server is not replicating, whichever comes first; the result
     /// is the status at that moment (so it may be short of `target`). A server-side implementation

@@ -270,6 +270,96 @@ TEST_F(Connection, CancellationSlotCancelsAPgSleepMidQuery) {
     }());
 }
 
+TEST_F(Connection, SendPreparedLeavesAtOnceAndReceivePreparedReadsTheAnswer) {
+    run(io, []() -> asio::awaitable<void> {
+        connection conn = co_await open_primary();
+        connection observer = co_await open_primary();
+        params example{std::string()};
+        co_await conn.prepare(
+            "name_session", "SELECT set_config('application_name', $1, false)", std::move(example));
+        const std::string name = "flypg-sent-" + std::to_string(conn.backend_pid());
+        params args{name};
+        conn.send_prepared("name_session", args);
+        // Nothing awaits `conn`, yet the server runs the statement: another session sees its effect.
+        asio::steady_timer pause(co_await asio::this_coro::executor);
+        std::string seen;
+        for (int i = 0; i < 500 && seen != name; ++i) {
+            params pid{std::int64_t{conn.backend_pid()}};
+            result r = co_await observer.query("SELECT application_name FROM pg_stat_activity WHERE pid = $1",
+                                               std::move(pid));
+            seen = r.at(0).get<std::string>(0);
+            pause.expires_after(10ms);
+            if (seen != name) co_await pause.async_wait(asio::use_awaitable);
+        }
+        EXPECT_EQ(seen, name);
+        // Until the answer is read, the connection is busy.
+        std::error_code refused;
+        try {
+            co_await conn.query("SELECT 1");
+        } catch (const flypg::error& e) {
+            refused = e.code();
+        }
+        EXPECT_EQ(refused, flypg::errc::busy);
+        result r = co_await conn.receive_prepared();
+        EXPECT_EQ(r.at(0).get<std::string>(0), name);
+        result after = co_await conn.query("SELECT 2");
+        EXPECT_EQ(after.at(0).get<std::int32_t>(0), 2);
+    }());
+}
+
+TEST_F(Connection, SendPreparedMisuseIsNamedAndLeavesTheConnectionUsable) {
+    auto conn = std::make_shared<std::optional<connection>>();
+    run(io, [conn]() -> asio::awaitable<void> {
+        conn->emplace(co_await open_primary());
+        params example{std::int64_t{0}};
+        co_await (*conn)->prepare("plus_one", "SELECT $1 + 1", std::move(example));
+    }());
+    EXPECT_EQ(error_of(io,
+                       [conn]() -> asio::awaitable<void> {
+                           co_await (*conn)->receive_prepared();
+                       }()),
+              flypg::errc::invalid_argument);
+    try {
+        (*conn)->send_prepared("never_prepared");
+        ADD_FAILURE() << "an unknown statement was sent";
+    } catch (const flypg::error& e) {
+        EXPECT_EQ(e.code(), flypg::errc::invalid_argument);
+        EXPECT_NE(std::string(e.what()).find("never_prepared"), std::string::npos) << e.what();
+    }
+    try {
+        params wrong{std::string("1")};
+        (*conn)->send_prepared("plus_one", wrong);
+        ADD_FAILURE() << "parameters of the wrong type were sent";
+    } catch (const flypg::error& e) {
+        EXPECT_EQ(e.code(), flypg::errc::invalid_argument);
+    }
+    params args{std::int64_t{41}};
+    (*conn)->send_prepared("plus_one", args);
+    try {
+        (*conn)->send_prepared("plus_one", args);
+        ADD_FAILURE() << "a second statement was sent before the first answer was read";
+    } catch (const flypg::error& e) {
+        EXPECT_EQ(e.code(), flypg::errc::busy);
+    }
+    run(io, [conn]() -> asio::awaitable<void> {
+        result r = co_await (*conn)->receive_prepared();
+        EXPECT_EQ(r.at(0).get<std::int64_t>(0), 42);
+    }());
+    // Closed with an answer pending: every later operation says the connection is gone.
+    (*conn)->send_prepared("plus_one", args);
+    (*conn)->close();
+    EXPECT_EQ(error_of(io,
+                       [conn]() -> asio::awaitable<void> {
+                           co_await (*conn)->receive_prepared();
+                       }()),
+              flypg::errc::not_connected);
+    EXPECT_EQ(error_of(io,
+                       [conn]() -> asio::awaitable<void> {
+                           co_await (*conn)->query("SELECT 1");
+                       }()),
+              flypg::errc::not_connected);
+}
+
 TEST_F(Connection, ConcurrentUseOfOneConnectionIsRefused) {
     run(io, []() -> asio::awaitable<void> {
         connection conn = co_await open_primary();

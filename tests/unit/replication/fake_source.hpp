@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
@@ -27,8 +28,10 @@ struct source_script {
     bool hold = false;        ///< Queries wait for release() before answering.
     int fail_reads = 0;       ///< The next N queries throw.
     int fail_reconnects = 0;  ///< The next N reconnects throw.
+    bool can_start = false;   ///< start_read() sends (answering with `status` as it is then).
 
     int reads = 0;
+    int starts = 0;  ///< Queries sent by start_read().
     int wait_pasts = 0;
     int reconnects = 0;
     int in_flight = 0;
@@ -46,7 +49,19 @@ class fake_source final : public replication::replay_source {
   public:
     explicit fake_source(std::shared_ptr<source_script> script) : script_(std::move(script)) {}
 
+    bool start_read() override {
+        if (!script_->can_start || started_) return false;
+        ++script_->starts;
+        started_ = script_->status;
+        return true;
+    }
+
     asio::awaitable<replication::replay_status> read() override {
+        if (started_) {
+            const replication::replay_status answer = *started_;
+            started_.reset();
+            co_return answer;
+        }
         ++script_->reads;
         co_return co_await answer();
     }
@@ -61,6 +76,7 @@ class fake_source final : public replication::replay_source {
 
     asio::awaitable<void> reconnect() override {
         ++script_->reconnects;
+        started_.reset();
         if (script_->fail_reconnects > 0) {
             --script_->fail_reconnects;
             throw std::runtime_error("fake: connection refused");
@@ -69,7 +85,7 @@ class fake_source final : public replication::replay_source {
     }
 
     std::uint64_t queries_sent() const noexcept override {
-        return static_cast<std::uint64_t>(script_->reads + script_->wait_pasts);
+        return static_cast<std::uint64_t>(script_->reads + script_->wait_pasts + script_->starts);
     }
 
   private:
@@ -96,6 +112,7 @@ class fake_source final : public replication::replay_source {
     }
 
     std::shared_ptr<source_script> script_;
+    std::optional<replication::replay_status> started_;  // the answer to the query start_read() sent
 };
 
 }  // namespace flypg::test

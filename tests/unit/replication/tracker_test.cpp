@@ -235,6 +235,77 @@ TEST_F(LsnTracker, BatchesManyWaitersIntoOnePollWithOneQueryInFlight) {
     EXPECT_EQ(stats().waiters, 0u);
 }
 
+TEST_F(LsnTracker, SendsTheFirstPollFromInsideTheHandlerThatStartsTheWaits) {
+    script_->can_start = true;
+    start();
+    script_->status = replay_status::replaying(at(300));
+    std::vector<std::shared_ptr<outcome>> waiters;
+    int starts_inside = -1;
+    asio::post(io_, [&] {
+        for (std::uint64_t i = 1; i <= 3; ++i) waiters.push_back(wait(at(100 * i)));
+        // Sent before this handler returns: the tracker's loop could only send it afterwards.
+        starts_inside = script_->starts;
+    });
+    settle();
+    EXPECT_EQ(starts_inside, 1);
+    for (const auto& w : waiters) ASSERT_TRUE(w->replayed());
+    EXPECT_EQ(script_->starts, 1);
+    EXPECT_EQ(script_->reads, 0) << "the loop sent a second query instead of taking the answer";
+    EXPECT_EQ(stats().polls, 1u);
+    EXPECT_EQ(stats().poll_latency.count, 1u);
+}
+
+TEST_F(LsnTracker, StartsNoQueryForAWaitFromAnotherThread) {
+    script_->can_start = true;
+    start();
+    script_->status = replay_status::replaying(at(100));
+    auto from_outside = wait(at(100));  // not on the tracker's executor
+    EXPECT_EQ(script_->starts, 0);
+    settle();
+    EXPECT_TRUE(from_outside->replayed());
+    EXPECT_EQ(script_->reads, 1);
+}
+
+TEST_F(LsnTracker, StartsNoQueryForALongPoll) {
+    script_->can_start = true;
+    tracker_options options;
+    options.strategy = replication::poll_strategy::long_poll;
+    start(options);
+    script_->status = replay_status::replaying(at(200));
+    std::shared_ptr<outcome> long_polled;
+    asio::post(io_, [&] { long_polled = wait(at(200)); });
+    settle();
+    EXPECT_TRUE(long_polled->replayed());
+    EXPECT_EQ(script_->starts, 0);
+    EXPECT_EQ(script_->wait_pasts, 1);
+}
+
+TEST_F(LsnTracker, AStartedPollIsCollectedEvenWhenItsWaitIsCancelledFirst) {
+    script_->can_start = true;
+    start();
+    script_->status = replay_status::replaying(at(50));
+    asio::cancellation_signal cancel;
+    std::shared_ptr<outcome> cancelled;
+    asio::post(io_, [&] {
+        cancelled = wait(at(100), cancel.slot());
+        cancel.emit(asio::cancellation_type::terminal);
+    });
+    settle();
+    EXPECT_EQ(code_of(cancelled->error), flypg::errc::cancelled);
+    EXPECT_EQ(script_->starts, 1);
+    EXPECT_EQ(script_->reads, 0);
+    EXPECT_EQ(stats().replay_position, at(50)) << "the started query's answer was not taken";
+
+    // The connection is free again: the next wait starts its own query, and it covers it.
+    script_->status = replay_status::replaying(at(100));
+    std::shared_ptr<outcome> next;
+    asio::post(io_, [&] { next = wait(at(100)); });
+    advance(tracker_options{}.poll_floor);
+    EXPECT_TRUE(next->replayed());
+    EXPECT_EQ(script_->starts, 2);
+    EXPECT_EQ(script_->reads, 0);
+}
+
 TEST_F(LsnTracker, PartialProgressResumesOnlyCoveredWaiters) {
     start();
     script_->status = replay_status::replaying(at(150));
