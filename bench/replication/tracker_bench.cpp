@@ -78,6 +78,7 @@ ABSL_FLAG(std::string,
 ABSL_FLAG(std::string, waits, "1,100,1000", "numbers of simultaneous waits the overhead part measures");
 ABSL_FLAG(int, poll_floor_us, 0, "tracker_options::poll_floor for the overhead part (0: the default)");
 ABSL_FLAG(int, poll_ceiling_us, 0, "tracker_options::poll_ceiling for the overhead part (0: the default)");
+ABSL_FLAG(bool, early_poll, true, "tracker_options::early_poll for the overhead part");
 ABSL_FLAG(std::string, strategies, "poll,long_poll", "which tracker strategies the overhead part runs");
 
 namespace {
@@ -245,6 +246,7 @@ struct overhead_result {
     double seconds = 0;
     std::size_t peak_waiters = 0;
     double poll_rtt_us = 0;  // mean round trip of the tracker's queries
+    double issue_us = 0;     // mean time to issue one round's N waits (all in one handler)
     int missing = 0;
 };
 
@@ -278,6 +280,8 @@ asio::awaitable<void> measure_overhead(replication::tracker& t,
     static std::int64_t next_id = 0;
     const auto polls_before = t.stats().polls;
     const auto poll_latency_before = t.stats().poll_latency;
+    clock_type::duration issue_total{};
+    int rounds = 0;
     const auto start = clock_type::now();
     for (int done = 0; done < writes; done += concurrency) {
         const std::vector<lsn> commits = co_await commit_rows(primary, next_id, concurrency);
@@ -291,6 +295,7 @@ asio::awaitable<void> measure_overhead(replication::tracker& t,
             samples.push_back({target, end, end - begin});
             if (--remaining == 0) round_done.cancel();
         };
+        const auto issue_start = clock_type::now();
         for (const lsn commit : commits) {
             if (shape.coroutine_per_wait) {
                 auto waiter = [&t, &record](lsn target) -> asio::awaitable<void> {
@@ -308,12 +313,15 @@ asio::awaitable<void> measure_overhead(replication::tracker& t,
                            });
             }
         }
+        issue_total += clock_type::now() - issue_start;
+        ++rounds;
         co_await round_done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
     }
     out.seconds = std::chrono::duration<double>(clock_type::now() - start).count();
     out.polls = t.stats().polls - polls_before;
     out.peak_waiters = t.stats().peak_waiters;
     out.poll_rtt_us = mean_us(poll_latency_before, t.stats().poll_latency);
+    out.issue_us = rounds == 0 ? 0.0 : micros(issue_total) / rounds;
     // Let the oracle catch up with the last writes before reading it.
     asio::steady_timer settle(ex, 20ms);
     co_await settle.async_wait(asio::use_awaitable);
@@ -393,9 +401,11 @@ asio::awaitable<void> measure_sustained(replication::tracker& t,
 
 void print_row(
     const char* strategy, const char* shape, int concurrency, const overhead_result& r, int writes) {
-    char insert[32] = "      -";
+    char issue[32] = "      -";
     if (!r.insert_us.empty()) {
-        std::snprintf(insert, sizeof insert, "%5.0fus", percentile(r.insert_us, 0.5));
+        std::snprintf(issue, sizeof issue, "%5.0fus", percentile(r.insert_us, 0.5));
+    } else if (r.issue_us > 0) {
+        std::snprintf(issue, sizeof issue, "%5.0fus", r.issue_us);
     }
     std::printf("   %-9s %-18s %6d %7.0fus %7.0fus %7.0fus %7.0fus %9.0f %7.0fus %9.0f %7zu %s%s\n",
                 strategy,
@@ -409,7 +419,7 @@ void print_row(
                 r.poll_rtt_us,
                 static_cast<double>(writes) / r.seconds,
                 r.peak_waiters,
-                insert,
+                issue,
                 r.missing > 0 ? " (oracle missed some)" : "");
     std::fflush(stdout);
 }
@@ -436,7 +446,9 @@ asio::awaitable<void> overhead_part(asio::any_io_executor ex) {
         "   coroutines: the same with one coroutine per wait\n"
         "   +cached: the same rounds with every commit already known replayed: the cost of registering\n"
         "     and resuming N waits (or starting N coroutines) on one thread, which no polling removes\n"
-        "   sustained: N writer coroutines in a loop of insert + wait over a %d-connection pool\n",
+        "   sustained: N writer coroutines in a loop of insert + wait over a %d-connection pool\n"
+        "   issue: time to issue a round's N waits in one handler (sustained: a writer's insert round "
+        "trip)\n",
         absl::GetFlag(FLAGS_pool_size));
     std::printf("   %-9s %-18s %6s %9s %9s %9s %9s %9s %9s %9s %7s %7s\n",
                 "strategy",
@@ -450,10 +462,11 @@ asio::awaitable<void> overhead_part(asio::any_io_executor ex) {
                 "poll rtt",
                 "writes/s",
                 "peak",
-                "insert");
+                "issue");
     for (auto strategy : {replication::poll_strategy::poll, replication::poll_strategy::long_poll}) {
         replication::tracker_options options;
         options.strategy = strategy;
+        options.early_poll = absl::GetFlag(FLAGS_early_poll);
         if (absl::GetFlag(FLAGS_poll_floor_us) > 0) {
             options.poll_floor = std::chrono::microseconds(absl::GetFlag(FLAGS_poll_floor_us));
         }

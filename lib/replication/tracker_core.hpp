@@ -159,9 +159,6 @@ class tracker_core : public waiter_registry,
         bool kick_poll = false;
         bool kick_expiry = false;
         bool start_read = false;
-        // Only the tracker's own executor may touch the source.
-        const bool may_start_read =
-            options_.strategy == poll_strategy::poll && running_in_this_thread(executor_);
         {
             std::lock_guard lock(mutex_);
             ++stats_.waits;
@@ -207,8 +204,10 @@ class tracker_core : public waiter_registry,
                     kick_poll = true;
                     poll_sleep_until_ = next_poll_at_;
                 }
-                if (may_start_read && poll_sleeping_ && stats_.connected && !read_started_ &&
-                    next_poll_at_ <= now) {
+                // Only the tracker's own executor may touch the source (checked last: rarely needed).
+                if (options_.early_poll && options_.strategy == poll_strategy::poll && poll_sleeping_ &&
+                    stats_.connected && !read_started_ && !start_declined_ && next_poll_at_ <= now &&
+                    running_in_this_thread(executor_)) {
                     // The poll is due, and the loop would send it only after the caller's
                     // handler returns: send it now (claimed here, undone below if the source
                     // cannot).
@@ -227,6 +226,7 @@ class tracker_core : public waiter_registry,
         if (start_read && !source_->start_read()) {
             std::lock_guard lock(mutex_);
             read_started_ = false;
+            start_declined_ = true;  // not again before the loop wakes: it sends the query itself
             --stats_.polls;
         }
         if (what == outcome::fail) {
@@ -368,6 +368,7 @@ class tracker_core : public waiter_registry,
                 {
                     std::lock_guard lock(mutex_);
                     poll_sleeping_ = false;
+                    start_declined_ = false;
                 }
                 if (cancelled(co_await asio::this_coro::cancellation_state)) co_return;
                 continue;
@@ -545,6 +546,7 @@ class tracker_core : public waiter_registry,
     time_point poll_sleep_until_{};
     bool read_started_ = false;  // add() sent the next poll's query (replay_source::start_read)
     time_point read_started_at_{};
+    bool start_declined_ = false;  // the source could not start a read during this sleep
     bool expiry_sleeping_ = false;
     time_point expiry_sleep_until_{};
     tracker_stats stats_;

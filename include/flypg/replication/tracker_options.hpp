@@ -53,6 +53,12 @@ struct tracker_options {
 
     /// Polling or server-side long-poll (see poll_strategy).
     poll_strategy strategy = poll_strategy::poll;
+    /// poll only: when a wait arrives on the tracker's own executor and a poll is due, send the
+    /// query from inside that wait's call instead of from the tracker's loop, which runs only after
+    /// the handler that started the wait returns (a handler that starts a thousand waits delays
+    /// its own poll by as long as that takes). Needs a source that can (replay_source::start_read:
+    /// the PostgreSQL source with prepare_poll). Off: every query leaves from the loop.
+    bool early_poll = true;
     /// long_poll only: how often the server-side function checks the replay position. PostgreSQL's
     /// pg_sleep() rounds up to whole milliseconds: any step below 1 ms sleeps about 1.1 ms (measured
     /// here), which bounds what the long-poll adds to a wait.

@@ -31,7 +31,8 @@ struct source_script {
     bool can_start = false;   ///< start_read() sends (answering with `status` as it is then).
 
     int reads = 0;
-    int starts = 0;  ///< Queries sent by start_read().
+    int starts = 0;          ///< Queries sent by start_read().
+    int start_attempts = 0;  ///< Calls of start_read(), sent or not.
     int wait_pasts = 0;
     int reconnects = 0;
     int in_flight = 0;
@@ -50,6 +51,7 @@ class fake_source final : public replication::replay_source {
     explicit fake_source(std::shared_ptr<source_script> script) : script_(std::move(script)) {}
 
     bool start_read() override {
+        ++script_->start_attempts;
         if (!script_->can_start || started_) return false;
         ++script_->starts;
         started_ = script_->status;

@@ -255,6 +255,34 @@ TEST_F(LsnTracker, SendsTheFirstPollFromInsideTheHandlerThatStartsTheWaits) {
     EXPECT_EQ(stats().poll_latency.count, 1u);
 }
 
+TEST_F(LsnTracker, ASourceThatCannotStartAQueryIsAskedOnceAndTheLoopPolls) {
+    start();  // can_start is false
+    script_->status = replay_status::replaying(at(300));
+    std::vector<std::shared_ptr<outcome>> waiters;
+    asio::post(io_, [&] {
+        for (std::uint64_t i = 1; i <= 3; ++i) waiters.push_back(wait(at(100 * i)));
+    });
+    settle();
+    for (const auto& w : waiters) ASSERT_TRUE(w->replayed());
+    EXPECT_EQ(script_->start_attempts, 1);
+    EXPECT_EQ(script_->reads, 1);
+    EXPECT_EQ(stats().polls, 1u);
+}
+
+TEST_F(LsnTracker, EarlyPollOffLeavesEveryQueryToTheLoop) {
+    script_->can_start = true;
+    tracker_options options;
+    options.early_poll = false;
+    start(options);
+    script_->status = replay_status::replaying(at(100));
+    std::shared_ptr<outcome> w;
+    asio::post(io_, [&] { w = wait(at(100)); });
+    settle();
+    EXPECT_TRUE(w->replayed());
+    EXPECT_EQ(script_->start_attempts, 0);
+    EXPECT_EQ(script_->reads, 1);
+}
+
 TEST_F(LsnTracker, StartsNoQueryForAWaitFromAnotherThread) {
     script_->can_start = true;
     start();
