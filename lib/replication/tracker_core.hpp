@@ -349,10 +349,11 @@ class tracker_core : public waiter_registry,
                     read_started_ = false;
                     sent = read_started_at_;
                 } else if (!by_target_.empty()) {
-                    if (next_poll_at_ <= Clock::now()) {
+                    const time_point now = Clock::now();
+                    if (next_poll_at_ <= now) {
                         poll_now = true;
                         target = by_target_.top()->target;
-                        sent = Clock::now();
+                        sent = now;
                         ++stats_.polls;
                     } else {
                         wake = next_poll_at_;

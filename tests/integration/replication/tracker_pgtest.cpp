@@ -82,6 +82,36 @@ TEST_F(TrackerPg, UnpreparedPollWorksToo) {
     expect_waits_end_once_the_replica_has_the_write(io_, table_, false);
 }
 
+// The PostgreSQL source's early poll: start_read() sends the prepared poll at once, and the next
+// read() returns that query's answer instead of sending another.
+TEST_F(TrackerPg, PgSourceStartedReadIsAnsweredByTheNextRead) {
+    test::run(io_, [](asio::io_context& io, std::string table) -> asio::awaitable<void> {
+        connection primary = co_await test::connect_to(test::primary_conninfo());
+        const lsn commit = co_await test::insert_row(primary, table, 1);
+        auto source = test::replay_source_for(io, test::replica_conninfo(1));
+        co_await source->reconnect();
+        EXPECT_TRUE(source->start_read());
+        EXPECT_FALSE(source->start_read()) << "a second query before the first answer was read";
+        flypg::replication::replay_status status = co_await source->read();
+        EXPECT_EQ(source->queries_sent(), 1u) << "read() sent its own query instead of taking the answer";
+        asio::steady_timer pause(io);
+        for (int i = 0; i < 5000 && status.position < commit; ++i) {
+            pause.expires_after(1ms);
+            co_await pause.async_wait(asio::use_awaitable);
+            EXPECT_TRUE(source->start_read());
+            status = co_await source->read();
+        }
+        EXPECT_EQ(status.state, flypg::replication::replay_state::replaying);
+        EXPECT_GE(status.position, commit);
+
+        // Unprepared (behind a pooler), the poll cannot be sent ahead: the tracker's loop sends it.
+        auto unprepared = test::replay_source_for(io, test::replica_conninfo(1), false);
+        co_await unprepared->reconnect();
+        EXPECT_FALSE(unprepared->start_read());
+        EXPECT_EQ(unprepared->queries_sent(), 0u);
+    }(io_, table_));
+}
+
 // 100 coroutines each write 100 rows, wait, and read their row from the replica right away.
 TEST_F(TrackerPg, HundredCoroutinesReadTheirOwnWritesWithoutStaleReads) {
     constexpr int writers = 100;
