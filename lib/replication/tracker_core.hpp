@@ -16,13 +16,13 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/basic_waitable_timer.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/cancellation_state.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/dispatch.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
-#include <asio/experimental/deferred.hpp>
-#include <asio/experimental/parallel_group.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/wait_traits.hpp>
@@ -93,7 +93,8 @@ class tracker_core : public waiter_registry,
           source_(std::move(source)),
           poll_timer_(executor_),
           expiry_timer_(executor_),
-          backoff_timer_(executor_) {
+          backoff_timer_(executor_),
+          query_watchdog_(executor_) {
         if (!source_) throw_error(errc::invalid_argument, "tracker: the replay source is null");
     }
 
@@ -402,7 +403,11 @@ class tracker_core : public waiter_registry,
     }
 
     // One read (or long-poll call) bounded by the query timeout, so that a hung connection turns
-    // into a reconnect instead of stalling every waiter until its deadline.
+    // into a reconnect instead of stalling every waiter until its deadline. The read runs under
+    // its own cancellation signal, emitted by a watchdog timer when the limit passes and by
+    // run()'s own cancellation (forwarded). Racing a timer in a parallel group would cost a trip
+    // through the executor's queue after every answer (the group waits for the cancelled timer's
+    // completion), which under load is a whole turn of a busy event loop.
     asio::awaitable<replay_status> query(lsn target) {
         const auto executor = co_await asio::this_coro::executor;
         std::chrono::nanoseconds limit = options_.query_timeout;
@@ -411,18 +416,56 @@ class tracker_core : public waiter_registry,
         asio::awaitable<replay_status> operation =
             long_poll ? source_->wait_past(target, options_.long_poll_max_wait, options_.long_poll_step)
                       : source_->read();
-        timer_type watchdog(executor);
-        watchdog.expires_after(limit);
-        auto [order, read_error, status, watchdog_error] =
-            co_await asio::experimental::make_parallel_group(
-                asio::co_spawn(
-                    executor, accepting_any_cancellation(std::move(operation)), asio::experimental::deferred),
-                watchdog.async_wait(asio::experimental::deferred))
-                .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-        if (order[0] == 1 && !watchdog_error) throw_query_timeout(limit);
-        if (read_error) std::rethrow_exception(read_error);
+        asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+        asio::cancellation_slot stop_slot = state.slot();
+        if (stop_slot.is_connected()) stop_slot.template emplace<forward_cancellation>(&query_cancel_);
+        query_timed_out_ = false;
+        query_watchdog_.expires_after(limit);
+        query_watchdog_.async_wait(watchdog_expired{this->weak_from_this(), ++query_generation_});
+        replay_status status;
+        std::exception_ptr failure;
+        try {
+            status = co_await asio::co_spawn(
+                executor,
+                accepting_any_cancellation(std::move(operation)),
+                asio::bind_cancellation_slot(query_cancel_.slot(), asio::use_awaitable));
+        } catch (...) {
+            failure = std::current_exception();
+        }
+        ++query_generation_;  // a watchdog that fires from now on is stale
+        query_watchdog_.cancel();
+        if (stop_slot.is_connected()) stop_slot.clear();
+        if (query_timed_out_) throw_query_timeout(limit);
+        if (failure) std::rethrow_exception(failure);
         co_return status;
     }
+
+    // Passes run()'s cancellation on to the query in flight.
+    class forward_cancellation {
+      public:
+        explicit forward_cancellation(asio::cancellation_signal* to) noexcept : to_(to) {}
+        void operator()(asio::cancellation_type_t type) const { to_->emit(type); }
+
+      private:
+        asio::cancellation_signal* to_;
+    };
+
+    // Cancels the query in flight when its time is up, unless that query has ended meanwhile.
+    class watchdog_expired {
+      public:
+        watchdog_expired(std::weak_ptr<tracker_core> core, std::uint64_t generation) noexcept
+            : core_(std::move(core)), generation_(generation) {}
+        void operator()(const std::error_code& ec) const {
+            const auto core = core_.lock();
+            if (ec || !core || core->query_generation_ != generation_) return;
+            core->query_timed_out_ = true;
+            core->query_cancel_.emit(asio::cancellation_type::total);
+        }
+
+      private:
+        std::weak_ptr<tracker_core> core_;
+        std::uint64_t generation_;
+    };
 
     void on_connected() {
         std::lock_guard lock(mutex_);
@@ -558,6 +601,10 @@ class tracker_core : public waiter_registry,
     timer_type poll_timer_;
     timer_type expiry_timer_;
     timer_type backoff_timer_;
+    timer_type query_watchdog_;
+    asio::cancellation_signal query_cancel_;  // cancels the query in flight
+    std::uint64_t query_generation_ = 0;      // which query the armed watchdog is for
+    bool query_timed_out_ = false;
     std::vector<waiter*> ready_;
     std::vector<waiter*> expired_;
 };
