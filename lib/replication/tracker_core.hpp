@@ -196,9 +196,9 @@ class tracker_core : public waiter_registry,
                 } else if (w.target > highest_target_) {
                     // A target beyond every earlier one means fresh WAL on the primary: the replica
                     // is about to move, so stop backing off (never sooner than poll_floor after
-                    // the last poll, which bounds the query rate).
+                    // the last poll started, which bounds the query rate).
                     interval_.reset();
-                    next_poll_at_ = std::min(next_poll_at_, last_poll_done_ + interval_.floor());
+                    next_poll_at_ = std::min(next_poll_at_, last_poll_sent_ + interval_.floor());
                 }
                 highest_target_ = std::max(highest_target_, w.target);
                 if (poll_sleeping_ && next_poll_at_ < poll_sleep_until_) {
@@ -517,7 +517,9 @@ class tracker_core : public waiter_registry,
                 // once. Without progress (the server's max wait passed, or a source without a
                 // server-side wait) fall back to the adaptive interval.
                 const bool again_now = options_.strategy == poll_strategy::long_poll && progressed;
-                next_poll_at_ = again_now ? now : now + interval_.current();
+                // Intervals run from one poll's start to the next: that bounds the query rate,
+                // and a slow answer does not add its round trip to the interval.
+                next_poll_at_ = again_now ? now : std::max(now, sent + interval_.current());
             } else {
                 cached_ = status;
                 stats_.replay_position.reset();
@@ -531,7 +533,7 @@ class tracker_core : public waiter_registry,
                 stats_.not_replicating += ready_.size();
                 next_poll_at_ = now;
             }
-            last_poll_done_ = now;
+            last_poll_sent_ = sent;
             stats_.waiters = by_target_.size();
         }
         // In LSN order, one posted handler per executor.
@@ -585,7 +587,7 @@ class tracker_core : public waiter_registry,
     lsn highest_target_{};
     poll_interval interval_;
     time_point next_poll_at_{};
-    time_point last_poll_done_{};
+    time_point last_poll_sent_{};
     bool poll_sleeping_ = false;
     time_point poll_sleep_until_{};
     bool read_started_ = false;  // add() sent the next poll's query (replay_source::start_read)

@@ -28,8 +28,9 @@ enum class poll_strategy {
 /// Options of a tracker. Validated by the tracker's constructor (errc::invalid_argument names the
 /// field).
 struct tracker_options {
-    /// Shortest interval between two polls, used while the replay position keeps moving. Bounds the
-    /// polling rate (1/poll_floor queries per second at most) and the added wait latency.
+    /// Shortest interval between the starts of two polls, used while the replay position keeps
+    /// moving. Bounds the polling rate (1/poll_floor queries per second at most) and the added wait
+    /// latency; a replica slower to answer than this is asked again as soon as it answers.
     std::chrono::microseconds poll_floor{200};
     /// Longest interval between two polls, reached while the replay position stands still.
     std::chrono::microseconds poll_ceiling{50'000};

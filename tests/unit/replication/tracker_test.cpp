@@ -334,6 +334,28 @@ TEST_F(LsnTracker, AStartedPollIsCollectedEvenWhenItsWaitIsCancelledFirst) {
     EXPECT_EQ(script_->reads, 0);
 }
 
+TEST_F(LsnTracker, TheFloorRunsFromThePollsStartSoASlowAnswerAddsNothing) {
+    script_->hold = true;
+    start();
+    auto w100 = wait(at(100));
+    auto w200 = wait(at(200));
+    settle();  // the first poll leaves at t0
+    ASSERT_EQ(script_->reads, 1);
+    advance(150us);  // the replica is slow to answer
+    script_->status = replay_status::replaying(at(100));
+    script_->hold = false;
+    script_->release();
+    settle();
+    EXPECT_TRUE(w100->replayed());
+    EXPECT_FALSE(w200->done());
+    script_->status = replay_status::replaying(at(200));
+    advance(49us);  // t0 + 199 us: the floor (200 us) has not passed since the first poll started
+    EXPECT_EQ(script_->reads, 1);
+    advance(1us);  // t0 + 200 us, 50 us after the answer
+    EXPECT_EQ(script_->reads, 2);
+    EXPECT_TRUE(w200->replayed());
+}
+
 TEST_F(LsnTracker, PartialProgressResumesOnlyCoveredWaiters) {
     start();
     script_->status = replay_status::replaying(at(150));
