@@ -473,10 +473,13 @@ asio::awaitable<result> connection::receive_prepared(query_options options) {
         throw_error(errc::invalid_argument, "receive_prepared: no statement was sent with send_prepared()");
     }
     impl_->answer_pending = false;
-    if (!is_open()) {
-        impl_->busy = false;
-        throw_error(errc::not_connected, "the connection is closed or broken; open a new one");
-    }
+    // send_prepared() left the connection busy: it is free again however this ends, even if the
+    // operation below cannot start.
+    struct end_of_operation {
+        connection::impl& c;
+        ~end_of_operation() { c.busy = false; }
+    } free_again{*impl_};
+    if (!is_open()) throw_error(errc::not_connected, "the connection is closed or broken; open a new one");
     result r = co_await run_operation(*impl_, impl_->finish_sent(), options.timeout, true);
     r.throw_if_error();
     co_return r;

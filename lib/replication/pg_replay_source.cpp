@@ -71,8 +71,8 @@ class pg_replay_source final : public replay_source {
         if (read_started_ || !options_.prepare_poll || !connection_ || !connection_->is_idle()) return false;
         try {
             connection_->send_prepared(read_statement);
-        } catch (const flypg::error&) {
-            return false;  // read() finds the connection broken and says so
+        } catch (...) {
+            return false;  // the tracker's loop sends its query itself (and finds a broken connection)
         }
         ++queries_;
         read_started_ = true;

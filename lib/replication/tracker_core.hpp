@@ -215,7 +215,6 @@ class tracker_core : public waiter_registry,
                     start_read = true;
                     read_started_ = true;
                     read_started_at_ = now;
-                    ++stats_.polls;
                 }
                 const time_point deadline = from_ns(w.deadline);
                 if (expiry_sleeping_ && deadline < expiry_sleep_until_) {
@@ -224,12 +223,7 @@ class tracker_core : public waiter_registry,
                 }
             }
         }
-        if (start_read && !source_->start_read()) {
-            std::lock_guard lock(mutex_);
-            read_started_ = false;
-            start_declined_ = true;  // not again before the loop wakes: it sends the query itself
-            --stats_.polls;
-        }
+        if (start_read) start_read_now();
         if (what == outcome::fail) {
             w.complete(make_stopped_error(w.target, false), {});
         } else if (what == outcome::answer) {
@@ -237,11 +231,43 @@ class tracker_core : public waiter_registry,
         } else if (kick_poll || kick_expiry) {
             // The loops re-read the shared state when they wake, so a kick only has to end the
             // current sleep. Dispatched: inline when already on the tracker's executor.
-            asio::dispatch(executor_, [self = this->shared_from_this(), kick_poll, kick_expiry] {
-                if (kick_poll) self->poll_timer_.cancel();
-                if (kick_expiry) self->expiry_timer_.cancel();
-            });
+            try {
+                asio::dispatch(executor_, [self = this->shared_from_this(), kick_poll, kick_expiry] {
+                    if (kick_poll) self->poll_timer_.cancel();
+                    if (kick_expiry) self->expiry_timer_.cancel();
+                });
+            } catch (...) {
+                forget(w);  // out of memory: the caller frees the waiter, so no heap may keep it
+                throw;
+            }
         }
+    }
+
+    // Sends the poll add() claimed (read_started_) from the caller's handler. A source that
+    // cannot, or throws, is not asked again before the loop wakes: the loop sends it itself.
+    void start_read_now() noexcept {
+        bool started = false;
+        try {
+            started = source_->start_read();
+        } catch (...) {
+            started = false;
+        }
+        std::lock_guard lock(mutex_);
+        if (started) {
+            ++stats_.polls;
+        } else {
+            read_started_ = false;
+            start_declined_ = true;
+        }
+    }
+
+    // Removes a waiter add() had kept, when add() cannot finish and throws.
+    void forget(waiter& w) noexcept {
+        std::lock_guard lock(mutex_);
+        if (!by_target_.contains(&w)) return;
+        by_target_.erase(&w);
+        by_deadline_.erase(&w);
+        stats_.waiters = by_target_.size();
     }
 
     void cancel(waiter& w) noexcept override {
@@ -393,9 +419,8 @@ class tracker_core : public waiter_registry,
         }
     }
 
-    // A spawned coroutine accepts only terminal cancellation by default. When run() is stopped
-    // with partial or total cancellation, the group below forwards that type, and the source's
-    // operation must see it too, or the stop would wait for the query to finish.
+    // A spawned coroutine accepts only terminal cancellation by default; the query is cancelled
+    // with terminal, but a source's own operation may reset its state and filter differently.
     static asio::awaitable<replay_status> accepting_any_cancellation(
         asio::awaitable<replay_status> operation) {
         co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
@@ -407,7 +432,8 @@ class tracker_core : public waiter_registry,
     // its own cancellation signal, emitted by a watchdog timer when the limit passes and by
     // run()'s own cancellation (forwarded). Racing a timer in a parallel group would cost a trip
     // through the executor's queue after every answer (the group waits for the cancelled timer's
-    // completion), which under load is a whole turn of a busy event loop.
+    // completion), which under load is a whole turn of a busy event loop. A read add() started
+    // early gets its limit from here, so the starting handler's own run time comes on top.
     asio::awaitable<replay_status> query(lsn target) {
         const auto executor = co_await asio::this_coro::executor;
         std::chrono::nanoseconds limit = options_.query_timeout;
@@ -435,7 +461,8 @@ class tracker_core : public waiter_registry,
         ++query_generation_;  // a watchdog that fires from now on is stale
         query_watchdog_.cancel();
         if (stop_slot.is_connected()) stop_slot.clear();
-        if (query_timed_out_) throw_query_timeout(limit);
+        // An answer that arrived as the watchdog fired is still an answer.
+        if (failure && query_timed_out_) throw_query_timeout(limit);
         if (failure) std::rethrow_exception(failure);
         co_return status;
     }
@@ -444,7 +471,9 @@ class tracker_core : public waiter_registry,
     class forward_cancellation {
       public:
         explicit forward_cancellation(asio::cancellation_signal* to) noexcept : to_(to) {}
-        void operator()(asio::cancellation_type_t type) const { to_->emit(type); }
+        // Terminal whatever the type: run() stops on any, and coroutines a source spawns
+        // accept only terminal unless they say otherwise.
+        void operator()(asio::cancellation_type_t) const { to_->emit(asio::cancellation_type::terminal); }
 
       private:
         asio::cancellation_signal* to_;
@@ -459,7 +488,7 @@ class tracker_core : public waiter_registry,
             const auto core = core_.lock();
             if (ec || !core || core->query_generation_ != generation_) return;
             core->query_timed_out_ = true;
-            core->query_cancel_.emit(asio::cancellation_type::total);
+            core->query_cancel_.emit(asio::cancellation_type::terminal);
         }
 
       private:

@@ -54,7 +54,8 @@ struct tracker_options {
 
     /// Polling or server-side long-poll (see poll_strategy).
     poll_strategy strategy = poll_strategy::poll;
-    /// poll only: when a wait arrives on the tracker's own executor and a poll is due, send the
+    /// poll only: when a wait arrives on the tracker's own executor (an io_context's executor or a
+    /// strand of one; other executor types are not recognised) and a poll is due, send the
     /// query from inside that wait's call instead of from the tracker's loop, which runs only after
     /// the handler that started the wait returns (a handler that starts a thousand waits delays
     /// its own poll by as long as that takes). Needs a source that can (replay_source::start_read:

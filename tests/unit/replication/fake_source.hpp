@@ -5,13 +5,13 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
 #include <algorithm>
 #include <memory>
-#include <optional>
 #include <stdexcept>
 #include <vector>
 
@@ -28,7 +28,7 @@ struct source_script {
     bool hold = false;        ///< Queries wait for release() before answering.
     int fail_reads = 0;       ///< The next N queries throw.
     int fail_reconnects = 0;  ///< The next N reconnects throw.
-    bool can_start = false;   ///< start_read() sends (answering with `status` as it is then).
+    bool can_start = false;   ///< start_read() sends; its answer is held or fails like a read's.
 
     int reads = 0;
     int starts = 0;          ///< Queries sent by start_read().
@@ -54,17 +54,16 @@ class fake_source final : public replication::replay_source {
         ++script_->start_attempts;
         if (!script_->can_start || started_) return false;
         ++script_->starts;
-        started_ = script_->status;
+        started_ = true;
         return true;
     }
 
     asio::awaitable<replication::replay_status> read() override {
         if (started_) {
-            const replication::replay_status answer = *started_;
-            started_.reset();
-            co_return answer;
+            started_ = false;  // the started query's answer: held or failed like any other
+        } else {
+            ++script_->reads;
         }
-        ++script_->reads;
         co_return co_await answer();
     }
 
@@ -78,7 +77,7 @@ class fake_source final : public replication::replay_source {
 
     asio::awaitable<void> reconnect() override {
         ++script_->reconnects;
-        started_.reset();
+        started_ = false;
         if (script_->fail_reconnects > 0) {
             --script_->fail_reconnects;
             throw std::runtime_error("fake: connection refused");
@@ -100,7 +99,12 @@ class fake_source final : public replication::replay_source {
             ~leave() { --s.in_flight; }
         } guard{s};
         if (s.hold) {
-            co_await s.gate.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+            // Through `||`, as a real source's operations often are: its branches are coroutines
+            // of their own that accept only terminal cancellation.
+            using namespace asio::experimental::awaitable_operators;
+            asio::steady_timer never(s.gate.get_executor(), asio::steady_timer::time_point::max());
+            co_await (s.gate.async_wait(asio::experimental::as_tuple(asio::use_awaitable)) ||
+                      never.async_wait(asio::experimental::as_tuple(asio::use_awaitable)));
             if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) {
                 ++s.cancelled_queries;
                 throw std::runtime_error("fake: query cancelled");
@@ -114,7 +118,7 @@ class fake_source final : public replication::replay_source {
     }
 
     std::shared_ptr<source_script> script_;
-    std::optional<replication::replay_status> started_;  // the answer to the query start_read() sent
+    bool started_ = false;  // start_read() sent a query whose answer read() has not taken
 };
 
 }  // namespace flypg::test

@@ -255,6 +255,24 @@ TEST_F(LsnTracker, SendsTheFirstPollFromInsideTheHandlerThatStartsTheWaits) {
     EXPECT_EQ(stats().poll_latency.count, 1u);
 }
 
+TEST_F(LsnTracker, AStartedPollThatHangsIsCancelledByTheWatchdogAndTheSourceReconnects) {
+    script_->can_start = true;
+    script_->hold = true;
+    start();
+    std::shared_ptr<outcome> w;
+    asio::post(io_, [&] { w = wait(at(100), 10s); });
+    settle();
+    ASSERT_EQ(script_->starts, 1);
+    ASSERT_EQ(script_->in_flight, 1) << "the loop is not collecting the started query";
+    script_->hold = false;  // later queries answer; the started one hangs
+    script_->status = replay_status::replaying(at(100));
+    advance(tracker_options{}.query_timeout);
+    EXPECT_EQ(script_->cancelled_queries, 1);
+    EXPECT_EQ(script_->reconnects, 2);
+    EXPECT_EQ(stats().source_failures, 1u);
+    EXPECT_TRUE(w->replayed());
+}
+
 TEST_F(LsnTracker, ASourceThatCannotStartAQueryIsAskedOnceAndTheLoopPolls) {
     start();  // can_start is false
     script_->status = replay_status::replaying(at(300));
