@@ -146,6 +146,16 @@ class LsnTracker : public ::testing::Test {
         return result;
     }
 
+    /// Starts a wait from a handler running on the tracker's executor, where a due poll leaves
+    /// from inside the call (early_poll), then runs everything ready.
+    std::shared_ptr<outcome> wait_on_tracker_thread(lsn target,
+                                                    std::optional<std::chrono::nanoseconds> timeout = {}) {
+        std::shared_ptr<outcome> w;
+        asio::post(io_, [&] { w = wait(target, timeout); });
+        settle();
+        return w;
+    }
+
     replication::tracker_stats stats() const { return core_->stats(); }
 
     asio::io_context io_;
@@ -259,9 +269,7 @@ TEST_F(LsnTracker, AStartedPollThatHangsIsCancelledByTheWatchdogAndTheSourceReco
     script_->can_start = true;
     script_->hold = true;
     start();
-    std::shared_ptr<outcome> w;
-    asio::post(io_, [&] { w = wait(at(100), 10s); });
-    settle();
+    auto w = wait_on_tracker_thread(at(100), 10s);
     ASSERT_EQ(script_->starts, 1);
     ASSERT_EQ(script_->in_flight, 1) << "the loop is not collecting the started query";
     script_->hold = false;  // later queries answer; the started one hangs
@@ -293,9 +301,7 @@ TEST_F(LsnTracker, EarlyPollOffLeavesEveryQueryToTheLoop) {
     options.early_poll = false;
     start(options);
     script_->status = replay_status::replaying(at(100));
-    std::shared_ptr<outcome> w;
-    asio::post(io_, [&] { w = wait(at(100)); });
-    settle();
+    auto w = wait_on_tracker_thread(at(100));
     EXPECT_TRUE(w->replayed());
     EXPECT_EQ(script_->start_attempts, 0);
     EXPECT_EQ(script_->reads, 1);
@@ -318,9 +324,7 @@ TEST_F(LsnTracker, StartsNoQueryForALongPoll) {
     options.strategy = replication::poll_strategy::long_poll;
     start(options);
     script_->status = replay_status::replaying(at(200));
-    std::shared_ptr<outcome> long_polled;
-    asio::post(io_, [&] { long_polled = wait(at(200)); });
-    settle();
+    auto long_polled = wait_on_tracker_thread(at(200));
     EXPECT_TRUE(long_polled->replayed());
     EXPECT_EQ(script_->starts, 0);
     EXPECT_EQ(script_->wait_pasts, 1);
