@@ -370,7 +370,7 @@ class tracker_core : public waiter_registry,
                 std::lock_guard lock(mutex_);
                 if (run_state_ == run_state::destroyed) co_return;
                 if (read_started_) {
-                    // add() sent the query already (counted there): collect its answer, even if
+                    // add() sent the query already (and counted it): collect its answer, even if
                     // the waits it was for are gone.
                     poll_now = true;
                     read_started_ = false;
@@ -419,14 +419,6 @@ class tracker_core : public waiter_registry,
         }
     }
 
-    // A spawned coroutine accepts only terminal cancellation by default; the query is cancelled
-    // with terminal, but a source's own operation may reset its state and filter differently.
-    static asio::awaitable<replay_status> accepting_any_cancellation(
-        asio::awaitable<replay_status> operation) {
-        co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
-        co_return co_await std::move(operation);
-    }
-
     // One read (or long-poll call) bounded by the query timeout, so that a hung connection turns
     // into a reconnect instead of stalling every waiter until its deadline. The read runs under
     // its own cancellation signal, emitted by a watchdog timer when the limit passes and by
@@ -451,9 +443,11 @@ class tracker_core : public waiter_registry,
         replay_status status;
         std::exception_ptr failure;
         try {
+            // Spawned so that it takes its cancellation from query_cancel_ (terminal, which a
+            // spawned coroutine accepts by default) rather than from this coroutine.
             status = co_await asio::co_spawn(
                 executor,
-                accepting_any_cancellation(std::move(operation)),
+                std::move(operation),
                 asio::bind_cancellation_slot(query_cancel_.slot(), asio::use_awaitable));
         } catch (...) {
             failure = std::current_exception();
