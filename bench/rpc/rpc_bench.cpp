@@ -16,9 +16,6 @@
 //      loads of (2), and the ratio flypg / raw:
 //      the KJ guest loop must not starve other Asio work.
 // Prints the figures; exits non-zero only when the benchmark could not run.
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <capnp/rpc-twoparty.h>
@@ -42,8 +39,8 @@
 #include "bench_ping.capnp.h"
 #include "flypg/error.hpp"
 #include "flypg/rpc/node.hpp"
-
-extern char** environ;
+#include "support/child_process.hpp"
+#include "support/node_process.hpp"
 
 namespace {
 
@@ -75,18 +72,7 @@ int serve() {
     auto options = base_options("iad");
     options.procedures.add("echo", [](values args) -> asio::awaitable<values> { co_return args; });
     auto n = node::create(io, std::move(options));
-    asio::cancellation_signal stop;
-    bool finished = false;
-    asio::co_spawn(
-        io, n.run(), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr) { finished = true; }));
-    asio::posix::stream_descriptor input(io, ::dup(STDIN_FILENO));
-    std::array<char, 16> buffer{};
-    input.async_read_some(asio::buffer(buffer), [&](std::error_code, std::size_t) {
-        stop.emit(asio::cancellation_type::terminal);
-    });
-    std::printf("%u\n", static_cast<unsigned>(n.local_endpoint().port()));
-    std::fflush(stdout);
-    while (!finished) io.run_one();
+    flypg::test::serve_until_stdin_closes(io, n);
     return 0;
 }
 
@@ -136,7 +122,7 @@ int serve_raw() {
     asio::posix::stream_descriptor input(io, ::dup(STDIN_FILENO));
     std::array<char, 16> buffer{};
     input.async_read_some(asio::buffer(buffer), [&](std::error_code, std::size_t) { io.stop(); });
-    std::printf("%u\n", static_cast<unsigned>(acceptor.local_endpoint().port()));
+    std::printf("LISTENING %u\n", static_cast<unsigned>(acceptor.local_endpoint().port()));
     std::fflush(stdout);
     io.run();
     return 0;
@@ -173,7 +159,7 @@ int serve_capnp() {
     auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
     auto listener = address->listen();
     auto listening = server.listen(*listener).eagerlyEvaluate(nullptr);
-    std::printf("%u\n", listener->getPort());
+    std::printf("LISTENING %u\n", listener->getPort());
     std::fflush(stdout);
     // Serves until stdin closes.
     auto input = io.lowLevelProvider->wrapInputFd(::dup(STDIN_FILENO));
@@ -265,53 +251,6 @@ class capnp_client {
 };
 
 // ---- the serving processes ----------------------------------------------------------------------
-
-// This program again, as a server of the given kind; it prints its port and exits when its stdin
-// closes.
-class server_process {
-  public:
-    server_process(const char* self, const char* mode) {
-        int to_child[2];
-        int from_child[2];
-        if (::pipe(to_child) != 0 || ::pipe(from_child) != 0) throw std::runtime_error("pipe failed");
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_adddup2(&actions, to_child[0], STDIN_FILENO);
-        posix_spawn_file_actions_adddup2(&actions, from_child[1], STDOUT_FILENO);
-        posix_spawn_file_actions_addclose(&actions, to_child[1]);
-        posix_spawn_file_actions_addclose(&actions, from_child[0]);
-        std::string mode_arg = mode;
-        std::string self_arg = self;
-        char* child_argv[] = {self_arg.data(), mode_arg.data(), nullptr};
-        const int spawned = ::posix_spawn(&pid_, "/proc/self/exe", &actions, nullptr, child_argv, environ);
-        posix_spawn_file_actions_destroy(&actions);
-        ::close(to_child[0]);
-        ::close(from_child[1]);
-        input_ = to_child[1];
-        if (spawned != 0) {
-            pid_ = 0;
-            ::close(from_child[0]);
-            throw std::runtime_error(std::string("cannot start the ") + mode + " process");
-        }
-        char c = 0;
-        while (::read(from_child[0], &c, 1) == 1 && c != '\n') port_ += c;
-        ::close(from_child[0]);
-        if (port_.empty()) throw std::runtime_error(std::string("the ") + mode + " process gave no port");
-    }
-    ~server_process() {
-        ::close(input_);  // the server exits when its stdin closes
-        if (pid_ != 0) ::waitpid(pid_, nullptr, 0);
-    }
-    server_process(const server_process&) = delete;
-    server_process& operator=(const server_process&) = delete;
-
-    const std::string& port() const { return port_; }
-
-  private:
-    pid_t pid_ = 0;
-    int input_ = -1;
-    std::string port_;
-};
 
 // Measures how late a 1 ms periodic timer fires until `stop` is set.
 asio::awaitable<void> timer_probe(std::vector<double>& late_us, const bool& stop) {
@@ -461,14 +400,15 @@ void print_ratio(const char* name, const percentiles& flypg, const percentiles& 
         "  %-44s p50 %5.2f x, p99 %5.2f x\n", name, flypg.p50 / baseline.p50, flypg.p99 / baseline.p99);
 }
 
-int run_two_processes(const char* self, int calls, int rounds, double seconds, int in_flight) {
-    server_process flypg_server(self, "serve");
-    server_process raw_server(self, "serve-raw");
-    server_process capnp_server(self, "serve-capnp");
+int run_two_processes(int calls, int rounds, double seconds, int in_flight) {
+    // This program again, as each kind of server; each exits when its stdin closes.
+    flypg::test::child_process flypg_server("/proc/self/exe", {"serve"});
+    flypg::test::child_process raw_server("/proc/self/exe", {"serve-raw"});
+    flypg::test::child_process capnp_server("/proc/self/exe", {"serve-capnp"});
 
     asio::io_context io;
     auto options = base_options("ord");
-    options.peers = std::vector<std::string>{"127.0.0.1:" + flypg_server.port()};
+    options.peers = std::vector<std::string>{flypg_server.address()};
     auto local = node::create(io, std::move(options));
     asio::cancellation_signal stop_node;
     bool node_finished = false;
@@ -493,10 +433,9 @@ int run_two_processes(const char* self, int calls, int rounds, double seconds, i
     // 1. Round trip, one call at a time, the three kinds in interleaved rounds (each round of each
     // kind sees about the same machine).
     asio::ip::tcp::socket raw(io);
-    raw.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"),
-                                        static_cast<std::uint16_t>(std::stoi(raw_server.port()))));
+    raw.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), raw_server.port()));
     raw.set_option(asio::ip::tcp::no_delay(true));
-    capnp_client bare(static_cast<unsigned>(std::stoi(capnp_server.port())));
+    capnp_client bare(capnp_server.port());
     std::vector<double> raw_us, capnp_us, flypg_us, warm_up;
     raw_us.reserve(static_cast<std::size_t>(calls));
     capnp_us.reserve(static_cast<std::size_t>(calls));
@@ -553,8 +492,8 @@ int run_two_processes(const char* self, int calls, int rounds, double seconds, i
     std::vector<asio::ip::tcp::socket> raw_connections;
     for (int i = 0; i < in_flight; ++i) {
         raw_connections.emplace_back(io);
-        raw_connections.back().connect(asio::ip::tcp::endpoint(
-            asio::ip::make_address("127.0.0.1"), static_cast<std::uint16_t>(std::stoi(raw_server.port()))));
+        raw_connections.back().connect(
+            asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), raw_server.port()));
         raw_connections.back().set_option(asio::ip::tcp::no_delay(true));
     }
     // Interleaved rounds, as for the round trips: both loads see about the same machine.
@@ -617,7 +556,7 @@ int main(int argc, char** argv) {
 
     try {
         if (in_process) return run_in_process(calls);
-        return run_two_processes(argv[0], calls, rounds, seconds, in_flight);
+        return run_two_processes(calls, rounds, seconds, in_flight);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "benchmark failed: %s\n", e.what());
         return 1;

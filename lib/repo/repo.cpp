@@ -513,6 +513,7 @@ bool repo::is_primary() const {
 pg::pool& repo::local_pool() noexcept {
     return *impl_->local;
 }
+
 repo_options repo_options_for(const database_config& config) {
     repo_options options;
     options.local_url = config.replica.to_conninfo();

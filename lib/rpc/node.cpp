@@ -632,37 +632,23 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
                                  " bytes exceed the message limit of " +
                                  std::to_string(ctx_->max_message_bytes) + " bytes; nothing was sent");
         }
-        std::vector<const peer_connection*> tried;
-        std::optional<flypg::error> never_left;
-        bool found = false;
-        while (auto peer = pick_healthy(region, tried)) {
-            found = true;
-            if ((never_left = refusal(*peer, what))) {
-                tried.push_back(peer.get());
-                continue;
-            }
-            in_flight_guard guard(*peer);
-            // Bytes queued before this request: if no more than these ever reached the kernel, the
-            // request provably never left this host.
-            const auto start = peer->stream().requested_bytes();
-            auto req = peer->session().callRequest();
+        auto send = [&](peer_connection& peer) {
+            auto req = peer.session().callRequest();
             req.setProcedure(name);
             encode(args, req.initArgs(static_cast<unsigned>(args.size())));
             check_size(req.totalSize(), what);
-            auto outcome = co_await await_kj(*ctx_->runtime, req.send(), deadline);
-            if (outcome.ok()) {
-                auto result = outcome.value->getResult();
-                if (result.isFailure()) {
-                    throw error_from_failure(
-                        decode(result.getFailure()), what() + " on " + describe(*peer), where);
-                }
-                co_return decode(result.getValues());
+            return await_kj(*ctx_->runtime, req.send(), deadline);
+        };
+        auto answer = [&](const peer_connection& peer, auto& response) {
+            auto result = response.getResult();
+            if (result.isFailure()) {
+                throw error_from_failure(
+                    decode(result.getFailure()), what() + " on " + describe(peer), where);
             }
-            never_left = classify_failure(outcome, *peer, start, options, what, errc::timeout);
-            tried.push_back(peer.get());
-        }
-        if (!found) throw no_node(region);
-        throw *never_left;
+            return decode(result.getValues());
+        };
+        co_return co_await on_some_peer<std::vector<value>>(
+            region, what, options, errc::timeout, send, answer);
     }
 
     asio::awaitable<write_result> forward_write(std::vector<statement> statements, call_options options) {
@@ -697,40 +683,28 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         auto what_text = [&] {
             return what;
         };
-        std::vector<const peer_connection*> tried;
-        std::optional<flypg::error> never_left;
-        bool found = false;
-        while (auto peer = pick_healthy(region, tried)) {
-            found = true;
-            if ((never_left = refusal(*peer, what_text))) {
-                tried.push_back(peer.get());
-                continue;
-            }
-            in_flight_guard guard(*peer);
-            const auto start = peer->stream().requested_bytes();
-            auto req = peer->session().writeRequest();
+        auto send = [&](peer_connection& peer) {
+            auto req = peer.session().writeRequest();
             req.setDatabase(options.database);
             auto list = req.initStatements(static_cast<unsigned>(statements.size()));
             for (unsigned i = 0; i < statements.size(); ++i) encode(statements[i], list[i]);
             check_size(req.totalSize(), what_text);
-            auto outcome = co_await await_kj(*ctx_->runtime, req.send(), deadline);
-            if (outcome.ok()) {
-                auto result = outcome.value->getResult();
-                if (result.isFailure()) {
-                    throw error_from_failure(
-                        decode(result.getFailure()), what + " on " + describe(*peer), flypg::origin::primary);
-                }
-                auto committed = result.getCommitted();
-                write_result out;
-                out.commit_lsn = committed.getCommitLsn();
-                for (auto r : committed.getResults()) out.results.push_back(decode(r));
-                co_return out;
+            return await_kj(*ctx_->runtime, req.send(), deadline);
+        };
+        auto answer = [&](const peer_connection& peer, auto& response) {
+            auto result = response.getResult();
+            if (result.isFailure()) {
+                throw error_from_failure(
+                    decode(result.getFailure()), what + " on " + describe(peer), flypg::origin::primary);
             }
-            never_left = classify_failure(outcome, *peer, start, options, what_text, errc::outcome_unknown);
-            tried.push_back(peer.get());
-        }
-        if (!found) throw no_node(region);
-        throw *never_left;
+            auto committed = result.getCommitted();
+            write_result out;
+            out.commit_lsn = committed.getCommitLsn();
+            for (auto r : committed.getResults()) out.results.push_back(decode(r));
+            return out;
+        };
+        co_return co_await on_some_peer<write_result>(
+            region, what_text, options, errc::outcome_unknown, send, answer);
     }
 
     asio::awaitable<std::unique_ptr<transaction_impl>> begin_transaction(call_options options) {
@@ -804,6 +778,39 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
                 flypg::origin::local);
         }
         co_return std::move(*r);
+    }
+
+    // Sends a request to one healthy peer of `region` after another, until one answers or a
+    // failure shows the request may have run (then that failure is thrown). `send(peer)` builds
+    // and sends the request and returns await_kj()'s outcome; `answer(peer, response)` turns the
+    // response into the result, or throws the failure it carries.
+    template <class Result, class What, class Send, class Answer>
+    asio::awaitable<Result> on_some_peer(const std::string& region,
+                                         const What& what,
+                                         const call_options& options,
+                                         errc timeout_code,
+                                         Send send,
+                                         Answer answer) {
+        std::vector<const peer_connection*> tried;
+        std::optional<flypg::error> never_left;
+        bool found = false;
+        while (auto peer = pick_healthy(region, tried)) {
+            found = true;
+            if ((never_left = refusal(*peer, what))) {
+                tried.push_back(peer.get());
+                continue;
+            }
+            in_flight_guard guard(*peer);
+            // Bytes queued before this request: if no more than these ever reached the kernel, the
+            // request provably never left this host.
+            const auto start = peer->stream().requested_bytes();
+            auto outcome = co_await send(*peer);
+            if (outcome.ok()) co_return answer(*peer, *outcome.value);
+            never_left = classify_failure(outcome, *peer, start, options, what, timeout_code);
+            tried.push_back(peer.get());
+        }
+        if (!found) throw no_node(region);
+        throw *never_left;
     }
 
     // Why a request must not go to `peer` (it provably never leaves), or nothing.

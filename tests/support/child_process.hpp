@@ -1,6 +1,6 @@
 // Starts a test node program (an RPC node in its own process, with real sockets between it and the
-// test). The program prints "LISTENING <port> <node id>" once it listens, logs to stderr and exits
-// when its stdin closes.
+// test; the RPC benchmark starts its servers with it too). The program prints
+// "LISTENING <port> [<node id>]" once it listens, logs to stderr and exits when its stdin closes.
 #pragma once
 
 #include <fcntl.h>
