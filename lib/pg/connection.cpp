@@ -386,7 +386,23 @@ connection::connection(connection&&) noexcept = default;
 connection& connection::operator=(connection&&) noexcept = default;
 connection::~connection() = default;
 
+void check_no_nul(std::string_view text, std::string_view what) {
+    const auto nul = text.find('\0');
+    if (nul == std::string_view::npos) return;
+    throw_error(errc::invalid_argument,
+                std::string(what) + " holds a NUL byte at offset " + std::to_string(nul) +
+                    "; libpq takes C strings and would cut it there, so nothing was sent");
+}
+
+void check_sql_text(std::string_view sql, std::string_view what) {
+    check_no_nul(sql, what);
+    if (sql.find_first_not_of(" \t\r\n\f\v") == std::string_view::npos)
+        throw_error(errc::invalid_argument, std::string(what) + " is empty; nothing was sent");
+}
+
 asio::awaitable<connection> connection::connect(asio::any_io_executor executor, connect_options options) {
+    check_no_nul(options.conninfo, "the connection string");
+    for (const std::string& setting : options.session_settings) check_sql_text(setting, "a session setting");
     auto state = std::make_unique<impl>(executor, options);
     auto open = [](impl& c) -> asio::awaitable<void> {
         std::string conninfo = co_await resolve_hosts(c.options.conninfo);
@@ -433,6 +449,7 @@ asio::awaitable<T> run_operation(connection::impl& c,
 }  // namespace
 
 asio::awaitable<result> connection::query(std::string sql, params parameters, query_options options) {
+    check_sql_text(sql);
     result r = co_await run_operation(*impl_, impl_->run_query(sql, parameters), options.timeout);
     r.throw_if_error();
     co_return r;
@@ -442,6 +459,8 @@ asio::awaitable<void> connection::prepare(std::string name,
                                           std::string sql,
                                           params example,
                                           query_options options) {
+    check_no_nul(name, "the statement name");
+    check_sql_text(sql);
     result r = co_await run_operation(*impl_, impl_->run_prepare(name, sql, example), options.timeout);
     r.throw_if_error();
 }
@@ -488,6 +507,8 @@ asio::awaitable<result> connection::receive_prepared(query_options options) {
 asio::awaitable<std::vector<result>> connection::pipeline(std::vector<statement> statements,
                                                           query_options options) {
     if (statements.empty()) co_return std::vector<result>();
+    for (std::size_t i = 0; i < statements.size(); ++i)
+        check_sql_text(statements[i].sql, "the SQL text of statement " + std::to_string(i + 1));
     co_return co_await run_operation(*impl_, impl_->run_pipeline(statements), options.timeout);
 }
 

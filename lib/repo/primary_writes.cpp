@@ -99,6 +99,11 @@ asio::awaitable<rpc::write_result> primary_writes::execute(std::vector<rpc::stat
 }
 
 asio::awaitable<rpc::write_result> primary_writes::run(std::vector<rpc::statement> statements) {
+    // What a peer sends is checked before a connection is taken: an empty write would commit an
+    // empty transaction, and SQL text with a NUL byte would be cut short by libpq.
+    if (statements.empty()) throw_error(errc::invalid_argument, "the forwarded write holds no statement");
+    for (std::size_t i = 0; i < statements.size(); ++i)
+        pg::check_sql_text(statements[i].sql, statement_label(i, statements.size()));
     std::vector<pg::statement> batch;
     batch.reserve(statements.size());
     for (rpc::statement& s : statements) batch.push_back({std::move(s.sql), to_pg_params(s.params)});

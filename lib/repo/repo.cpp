@@ -1,5 +1,6 @@
 #include "flypg/repo.hpp"
 
+#include "core/log_text.hpp"
 #include "flypg/replication/commit_lsn.hpp"
 #include "flypg/replication/pg_replay_source.hpp"
 #include "flypg/replication/tracker.hpp"
@@ -60,7 +61,8 @@ class repo_impl {
     }
 
     void log(rpc::log_level level, const std::string& message) const {
-        if (options.log) options.log(level, "flypg repo \"" + options.name + "\": " + message);
+        // Messages may quote what the primary region's node or the server said: one line each.
+        if (options.log) options.log(level, log_safe("flypg repo \"" + options.name + "\": " + message));
     }
 
     /// Runs a write where it belongs and waits as asked; records it in the metrics.
@@ -205,6 +207,7 @@ void repo_metrics::gauge(std::string_view name, std::string_view help, double va
 }
 
 asio::awaitable<write_result> repo_impl::write(std::vector<pg::statement> statements, write_options o) {
+    check_statements(statements);
     const auto started = std::chrono::steady_clock::now();
     std::exception_ptr failure;
     std::error_code code;
@@ -445,6 +448,7 @@ primary_transaction::~primary_transaction() = default;
 
 asio::awaitable<pg::result> primary_transaction::execute(std::string sql, pg::params parameters) {
     if (state_->finished) throw_error(errc::invalid_argument, "the transaction is already finished");
+    pg::check_sql_text(sql);
     rpc::statement stmt{std::move(sql), detail::to_rpc_values(parameters)};
     // Two statements, not one ?: with a co_await in each branch: g++ 12 miscompiles that.
     rpc::statement_result r;

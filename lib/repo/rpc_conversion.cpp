@@ -85,4 +85,16 @@ pg::result to_pg_result(const rpc::statement_result& r) {
         pg::detail::make_result_data(columns, r.rows, static_cast<std::int64_t>(r.affected_rows)));
 }
 
+std::string statement_label(std::size_t index, std::size_t count) {
+    if (count == 1) return "the SQL text";
+    return "the SQL text of statement " + std::to_string(index + 1) + " of " + std::to_string(count);
+}
+
+void check_statements(const std::vector<pg::statement>& statements) {
+    if (statements.empty())
+        throw_error(errc::invalid_argument, "the write holds no statement; nothing was run");
+    for (std::size_t i = 0; i < statements.size(); ++i)
+        pg::check_sql_text(statements[i].sql, statement_label(i, statements.size()));
+}
+
 }  // namespace flypg::detail

@@ -1,8 +1,11 @@
-// Conversions between the RPC layer's wire types and the PostgreSQL client's types.
+// Conversions between the RPC layer's wire types and the PostgreSQL client's types, and the checks
+// that statements pass before either side runs them.
 #pragma once
 
+#include <string>
 #include <vector>
 
+#include "flypg/pg/connection.hpp"
 #include "flypg/pg/param.hpp"
 #include "flypg/pg/result.hpp"
 #include "flypg/rpc/value.hpp"
@@ -17,5 +20,13 @@ std::vector<rpc::value> to_rpc_values(const pg::params& params);
 
 rpc::statement_result to_rpc_result(const pg::result& r);
 pg::result to_pg_result(const rpc::statement_result& r);
+
+/// How errors name statement `index` of a batch of `count`: "the SQL text" when it is alone,
+/// "the SQL text of statement 2 of 3" otherwise.
+std::string statement_label(std::size_t index, std::size_t count);
+
+/// Refuses (errc::invalid_argument) a write that holds no statement, which would commit an empty
+/// transaction, and SQL text that pg::check_sql_text refuses.
+void check_statements(const std::vector<pg::statement>& statements);
 
 }  // namespace flypg::detail

@@ -66,6 +66,10 @@ void serve_waiter(const std::shared_ptr<shared_state>& s) {
 
 void start_buffer_read(std::shared_ptr<shared_state> s) {
     if (s->begin == s->end) s->begin = s->end = 0;
+    // Once the guard is lifted (the peer authenticated), the buffer grows to its full size; no
+    // read is in flight now, so nothing points into it.
+    if (s->buffer.size() < shared_state::buffer_bytes && (!s->guard || s->guard->lifted()))
+        s->buffer.resize(shared_state::buffer_bytes);
     s->reading = true;
     auto* base = s->buffer.data() + s->end;
     const auto room = s->buffer.size() - s->end;
@@ -74,8 +78,10 @@ void start_buffer_read(std::shared_ptr<shared_state> s) {
         // The KJ reader runs when this handler ends, not a posted pump later.
         kj_runtime::handler_scope scope;
         s->reading = false;
-        s->end += n;
-        if (ec) s->read_error = ec;
+        if (s->admit({s->buffer.data() + s->end, n})) {
+            s->end += n;
+            if (ec) s->read_error = ec;
+        }
         serve_waiter(s);
     });
 }
@@ -124,18 +130,22 @@ class direct_read_adapter {
         asio::async_read(s->socket,
                          asio::buffer(out + have, max - have),
                          asio::transfer_at_least(min - have),
-                         asio::bind_cancellation_slot(op_->cancel.slot(),
-                                                      [op = op_, s, have](std::error_code ec, std::size_t n) {
-                                                          kj_runtime::handler_scope scope;
-                                                          if (ec) s->read_error = ec;
-                                                          if (op->fulfiller == nullptr) return;
-                                                          auto* f = std::exchange(op->fulfiller, nullptr);
-                                                          if (!ec || ec == asio::error::eof) {
-                                                              f->fulfill(have + n);
-                                                          } else {
-                                                              f->reject(disconnected(ec, "read from peer"));
-                                                          }
-                                                      }));
+                         asio::bind_cancellation_slot(
+                             op_->cancel.slot(), [op = op_, s, out, have](std::error_code ec, std::size_t n) {
+                                 kj_runtime::handler_scope scope;
+                                 // Read into the caller's memory, which
+                                 // is alive unless cancelled.
+                                 if (ec != asio::error::operation_aborted && !s->admit({out + have, n}))
+                                     ec = s->read_error;
+                                 if (ec) s->read_error = ec;
+                                 if (op->fulfiller == nullptr) return;
+                                 auto* f = std::exchange(op->fulfiller, nullptr);
+                                 if (!ec || ec == asio::error::eof) {
+                                     f->fulfill(have + n);
+                                 } else {
+                                     f->reject(disconnected(ec, "read from peer"));
+                                 }
+                             }));
     }
 
     ~direct_read_adapter() {
@@ -154,6 +164,15 @@ class direct_read_adapter {
 constexpr std::size_t high_water = 1024 * 1024;
 
 }  // namespace
+
+bool shared_state::admit(std::span<const std::uint8_t> bytes) {
+    if (!guard || guard->feed(bytes)) return true;
+    // Nothing more reaches KJ: what is buffered is dropped, reads fail as a disconnect, and the
+    // connection's owner closes it.
+    begin = end = 0;
+    read_error = asio::error::message_size;
+    return false;
+}
 
 std::size_t shared_state::take(std::uint8_t* destination, std::size_t max) noexcept {
     const std::size_t n = std::min(max, end - begin);
@@ -220,8 +239,8 @@ void shared_state::send_now() noexcept {
         });
 }
 
-asio_stream::asio_stream(asio::ip::tcp::socket socket)
-    : state_(std::make_shared<shared_state>(std::move(socket))) {
+asio_stream::asio_stream(asio::ip::tcp::socket socket, std::shared_ptr<frame_guard> guard)
+    : state_(std::make_shared<shared_state>(std::move(socket), std::move(guard))) {
     std::error_code ignored;
     state_->socket.set_option(asio::ip::tcp::no_delay(true), ignored);
     state_->socket.non_blocking(true, ignored);

@@ -8,6 +8,10 @@
 // leave in one send; only what the kernel does not take at once becomes an Asio operation.
 // Above 1 MiB of unsent output, writes wait (Cap'n Proto's flow control sees the backpressure).
 //
+// A stream may check the size every message declares (frame_guard.hpp) until its peer has
+// authenticated: a peer that has not cannot make this node allocate more than a handshake
+// message, and while the check is on, the read-ahead buffer is small too.
+//
 // Asio operations are kj::newAdaptedPromise adapters with their own cancellation signal: when KJ
 // drops the promise, only that operation is cancelled (a socket-wide cancel() would also abort
 // the other direction). The socket, the buffer and the counters live in a state shared with the
@@ -23,6 +27,7 @@
 #include <memory>
 #include <vector>
 
+#include "rpc/frame_guard.hpp"
 #include "rpc/kj_runtime.hpp"
 
 namespace flypg::rpc::detail {
@@ -36,8 +41,10 @@ struct buffered_read;  // a KJ read waiting for the read-ahead buffer (asio_stre
 class asio_stream final : public kj::AsyncIoStream {
   public:
     /// Takes the connected socket; sets TCP_NODELAY (capnp writes whole messages) and
-    /// non-blocking mode.
-    explicit asio_stream(asio::ip::tcp::socket socket);
+    /// non-blocking mode. With a `guard`, every message the peer announces is checked by it as
+    /// soon as its segment table arrives, until guard->lift(); a refused message ends the stream
+    /// (reads fail as a disconnect) before Cap'n Proto sees its table.
+    explicit asio_stream(asio::ip::tcp::socket socket, std::shared_ptr<frame_guard> guard = nullptr);
     ~asio_stream();
 
     kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;
@@ -61,8 +68,19 @@ class asio_stream final : public kj::AsyncIoStream {
 
     /// Shared with completion handlers, which may run after the stream is gone.
     struct shared_state final : flush_target, std::enable_shared_from_this<shared_state> {
-        explicit shared_state(asio::ip::tcp::socket s) : socket(std::move(s)), buffer(64 * 1024) {}
+        static constexpr std::size_t buffer_bytes = 64 * 1024;
+        static constexpr std::size_t guarded_buffer_bytes = 4 * 1024;
+
+        shared_state(asio::ip::tcp::socket s, std::shared_ptr<frame_guard> g)
+            : socket(std::move(s)),
+              guard(std::move(g)),
+              buffer(guard ? guarded_buffer_bytes : buffer_bytes) {}
         asio::ip::tcp::socket socket;
+        std::shared_ptr<frame_guard> guard;  // checks what the peer sends; null: no check
+
+        /// Runs `bytes` just read from the socket through the guard; false (and the stream
+        /// failed) when it refused them.
+        bool admit(std::span<const std::uint8_t> bytes);
 
         std::vector<std::uint8_t> buffer;  // read-ahead: [begin, end) not yet given to KJ
         std::size_t begin = 0;

@@ -183,6 +183,9 @@ failure failure_from_exception(std::exception_ptr e, wire::Failure::Kind otherwi
             f.hint = err.diag().hint;
         } else {
             if (err.code() == errc::overloaded) f.kind = wire::Failure::Kind::OVERLOADED;
+            // The caller sent something the serving side refused before running it: it keeps
+            // its meaning (and is not mistaken for a failure of the peer).
+            if (err.code() == errc::invalid_argument) f.kind = wire::Failure::Kind::INVALID_ARGUMENT;
             f.message = err.what();
         }
     } catch (const std::system_error& err) {

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "core/log_text.hpp"
 #include "flypg/rpc/region.hpp"
 #include "rpc/codec.hpp"
 
@@ -12,6 +13,52 @@ identity decode(wire::NodeIdentity::Reader in) {
                     to_string(in.getRegion()),
                     to_string(in.getAppVersion()),
                     in.getProtocolVersion()};
+}
+
+namespace {
+
+bool name_character(char c, bool colon_allowed) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-' || (colon_allowed && c == ':');
+}
+
+// The problem with one field, or empty. The field's text itself is never quoted: it is what
+// could not be trusted.
+std::string field_problem(std::string_view field,
+                          std::string_view text,
+                          std::size_t max_bytes,
+                          bool may_be_empty,
+                          bool (*allowed)(char)) {
+    if (text.size() > max_bytes)
+        return "its " + std::string(field) + " is " + std::to_string(text.size()) + " bytes long (at most " +
+               std::to_string(max_bytes) + ")";
+    if (text.empty() && !may_be_empty) return "its " + std::string(field) + " is empty";
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        if (!allowed(text[i]))
+            return "its " + std::string(field) + " holds a character that is not allowed (byte " +
+                   std::to_string(static_cast<unsigned char>(text[i])) + " at offset " + std::to_string(i) +
+                   ")";
+    }
+    return {};
+}
+
+}  // namespace
+
+std::string identity_problem(const identity& who) {
+    auto node_id_char = [](char c) {
+        return name_character(c, true);
+    };
+    auto region_char = [](char c) {
+        return name_character(c, false);
+    };
+    auto version_char = [](char c) {
+        return c >= 0x20 && c <= 0x7e;
+    };
+    std::string problem = field_problem("node id", who.node_id, max_node_id_bytes, false, node_id_char);
+    if (problem.empty()) problem = field_problem("region", who.region, max_region_bytes, false, region_char);
+    if (problem.empty())
+        problem = field_problem("app version", who.app_version, max_app_version_bytes, true, version_char);
+    return problem;
 }
 
 std::string node_context::my_region() const {
@@ -39,7 +86,9 @@ capnp::ReaderOptions node_context::reader_options() const {
     return options;
 }
 
-void node_context::log(log_level level, const std::string& message) const {
+void node_context::log(log_level level, const std::string& raw) const {
+    // Log lines quote what peers said (their node ids, regions, messages): one line each, bounded.
+    const std::string message = flypg::detail::log_safe(raw);
     if (sink) {
         sink(level, message);
         return;
@@ -50,6 +99,12 @@ void node_context::log(log_level level, const std::string& message) const {
                  node_id.c_str(),
                  level == log_level::warning ? "warning" : "error",
                  message.c_str());
+}
+
+std::string message_limit_text(const node_context& ctx) {
+    return "the message limit of " + std::to_string(ctx.max_message_bytes) +
+           " bytes (node_options::max_message_bytes; raise it on every node, the serving ones included, "
+           "to send larger messages)";
 }
 
 }  // namespace flypg::rpc::detail

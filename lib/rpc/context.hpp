@@ -27,6 +27,16 @@ struct identity {
 
 identity decode(wire::NodeIdentity::Reader in);
 
+/// What a node may say about itself in the handshake. Node ids and regions are names (letters,
+/// digits, '.', '_', '-', and ':' in node ids); the version is printable ASCII. Anything else is
+/// refused before it reaches a log line or a registry.
+inline constexpr std::size_t max_node_id_bytes = 64;
+inline constexpr std::size_t max_region_bytes = 64;
+inline constexpr std::size_t max_app_version_bytes = 128;
+
+/// Why `who` cannot be accepted ("its node id is 4194304 bytes long (at most 64)"), or empty.
+std::string identity_problem(const identity& who);
+
 /// Shared, immutable after start-up (except through the environment for regions).
 class node_context {
   public:
@@ -42,6 +52,7 @@ class node_context {
     log_sink sink;
     std::size_t max_message_bytes = 0;
     std::size_t max_in_flight = 0;
+    std::size_t max_unauthenticated = 0;
     std::chrono::milliseconds handshake_timeout{0};
 
     std::string my_region() const;
@@ -58,6 +69,9 @@ class node_context {
 
     void log(log_level level, const std::string& message) const;
 };
+
+/// Ends every "too large" error: the limit, the setting that raises it and where it must be raised.
+std::string message_limit_text(const node_context& ctx);
 
 /// The message budget for a request or response payload, leaving room for the RPC envelope.
 inline std::size_t payload_limit_bytes(const node_context& ctx) {

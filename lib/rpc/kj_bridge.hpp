@@ -54,9 +54,12 @@ class await_op final : public pending_op {
           io_executor_(rt.executor()),
           handler_(std::move(handler)) {}
 
-    ~await_op() noexcept override {
-        if (slot_.is_connected()) slot_.clear();
-    }
+    // Only an op whose handler was never completed still has a slot here (the runtime abandoned it,
+    // and the handler, with the signal it belongs to, waits in a posted completion). Every
+    // completion path disconnects the slot first: the op may be destroyed after the coroutine that
+    // owned the signal (a retired op dies once the KJ turns are over, and the coroutine it resumed
+    // may be gone by then).
+    ~await_op() noexcept override { disconnect_slot(); }
 
     template <class Promise>
     void start(Promise promise, std::optional<std::chrono::steady_clock::time_point> deadline) {
@@ -115,7 +118,7 @@ class await_op final : public pending_op {
         if (done_) return;
         done_ = true;
         runtime_->clear_deadline(*this);
-        if (slot_.is_connected()) slot_.clear();
+        disconnect_slot();
         Handler handler = std::move(*handler_);
         handler_.reset();
         runtime_->retire(*this);
@@ -142,11 +145,18 @@ class await_op final : public pending_op {
                        if (auto rt = runtime.lock()) {
                            // Still registered: clear the slot before completing, then destroy this op
                            // (and its promise) outside any KJ callback.
-                           if (slot_.is_connected()) slot_.clear();
+                           disconnect_slot();
                            rt->remove_pending(*this);
                        }
                        std::move(h)(std::move(r));
                    });
+    }
+
+    // Clears the handler installed in the slot and forgets the slot, whose signal may be freed
+    // before this op is.
+    void disconnect_slot() noexcept {
+        if (slot_.is_connected()) slot_.clear();
+        slot_ = asio::cancellation_slot();
     }
 
     kj_runtime* runtime_;  // outlives this op, which it owns

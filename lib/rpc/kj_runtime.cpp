@@ -94,6 +94,17 @@ void kj_runtime::retire(pending_op& op) noexcept {
     retired_.splice(retired_.end(), pending_, op.self);
 }
 
+void kj_runtime::destroy_retired() noexcept {
+    // Destroying an op drops its promise, and with it KJ objects whose destructors may run code
+    // that retires or destroys more ops (a connection torn down with calls in flight): the list
+    // being cleared must not be the one they touch.
+    while (!retired_.empty()) {
+        auto batch = std::move(retired_);
+        retired_.clear();
+        batch.clear();
+    }
+}
+
 void kj_runtime::set_deadline(pending_op& op, clock::time_point deadline) {
     clear_deadline(op);
     op.deadline_entry = deadlines_.emplace(deadline, &op);
@@ -159,7 +170,7 @@ void kj_runtime::pump() noexcept {
             std::fprintf(stderr, "flypg rpc: KJ event loop failure\n");
         }
         in_loop_ = false;
-        retired_.clear();
+        destroy_retired();
         flush_all();
         if (loop_.isRunnable()) schedule_pump();
         return;
@@ -173,15 +184,20 @@ void kj_runtime::run_turns() noexcept {
     auto keep_alive = shared_from_this();
     in_loop_ = true;
     try {
-        // A bounded time (and number of turns), then back to Asio so that timers and sockets are
-        // not starved. A turn may be long (it may resume a coroutine that does a whole call's
-        // work), so the clock is read after each one; 128 turns of a loaded node took up to
-        // milliseconds. The queue of KJ events is never empty under load: only this bound makes
-        // the handler end.
-        const auto start = clock::now();
-        for (unsigned turns = 0; turns < turn_budget_ && loop_.isRunnable(); ++turns) {
-            loop_.run(1);
-            if (clock::now() - start >= time_budget_) break;
+        if (!loop_.isRunnable()) {
+            resync_runnable();
+        } else {
+            // A bounded time (and number of turns), then back to Asio so that timers and sockets
+            // are not starved. A turn may be long (it may resume a coroutine that does a whole
+            // call's work), so the clock is read after each one; 128 turns of a loaded node took
+            // up to milliseconds. The queue of KJ events is never empty under load: only this
+            // bound makes the handler end.
+            const auto start = clock::now();
+            for (unsigned turns = 0; turns < turn_budget_ && loop_.isRunnable(); ++turns) {
+                loop_.run(1);
+                if (clock::now() - start >= time_budget_) break;
+            }
+            announced_in_scope_ = false;
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "flypg rpc: KJ event loop failure: %s\n", e.what());
@@ -189,11 +205,21 @@ void kj_runtime::run_turns() noexcept {
         std::fprintf(stderr, "flypg rpc: KJ event loop failure\n");
     }
     in_loop_ = false;
-    retired_.clear();
+    destroy_retired();
     // Everything the turns wrote leaves now, one send per connection.
     flush_all();
     // run() only reports transitions; when events are left, nothing will call setRunnable(true).
     if (loop_.isRunnable()) schedule_pump();
+}
+
+void kj_runtime::resync_runnable() {
+    // KJ announces only changes of its runnable state and remembers the last one it announced.
+    // An event armed and disarmed again before any turn ran (a promise made and dropped inside
+    // one handler, a pump that found the queue empty) leaves it believing it announced "runnable"
+    // to a pump that will come: it would announce nothing again, and an idle node would never run
+    // the loop for its next connection. run(0) runs no turn and announces the true state.
+    loop_.run(0);
+    announced_in_scope_ = false;
 }
 
 kj_runtime::handler_scope::handler_scope() noexcept : runtime_(scope_runtime) {
@@ -203,7 +229,7 @@ kj_runtime::handler_scope::handler_scope() noexcept : runtime_(scope_runtime) {
 kj_runtime::handler_scope::~handler_scope() {
     if (runtime_ == nullptr || scope_runtime != runtime_) return;  // the runtime went away meanwhile
     if (--runtime_->scope_depth_ != 0 || runtime_->in_loop_) return;
-    if (runtime_->loop_.isRunnable()) runtime_->run_turns();
+    if (runtime_->loop_.isRunnable() || runtime_->announced_in_scope_) runtime_->run_turns();
 }
 
 bool kj_runtime::port::wait() {
@@ -218,8 +244,13 @@ bool kj_runtime::port::poll() {
 
 void kj_runtime::port::setRunnable(bool runnable) {
     if (!runnable) return;
-    // An open handler_scope runs the loop when it closes; otherwise a pump is posted.
-    if (owner_.scope_depth_ == 0 || owner_.in_loop_) owner_.schedule_pump();
+    // An open handler_scope runs the loop when it closes (even if the event is gone by then, to
+    // tell KJ so); otherwise a pump is posted.
+    if (owner_.scope_depth_ == 0 || owner_.in_loop_) {
+        owner_.schedule_pump();
+    } else {
+        owner_.announced_in_scope_ = true;
+    }
 }
 
 void kj_runtime::port::wake() const {

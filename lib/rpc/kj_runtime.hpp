@@ -146,6 +146,8 @@ class kj_runtime final : public std::enable_shared_from_this<kj_runtime> {
     void pump() noexcept;
     void run_turns() noexcept;
     void flush_all() noexcept;
+    void destroy_retired() noexcept;
+    void resync_runnable();
     void arm_deadline_timer();
     void on_deadline_timer();
 
@@ -166,6 +168,9 @@ class kj_runtime final : public std::enable_shared_from_this<kj_runtime> {
     asio::steady_timer deadline_timer_;
     clock::time_point deadline_timer_at_ = clock::time_point::max();
     bool pump_scheduled_ = false;
+    // KJ announced "runnable" while a handler_scope was open: the scope must run the loop when it
+    // closes, even if the event is gone by then (see resync_runnable()).
+    bool announced_in_scope_ = false;
     bool in_loop_ = false;
     unsigned scope_depth_ = 0;
     unsigned turn_budget_ = 128;

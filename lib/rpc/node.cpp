@@ -448,9 +448,8 @@ class remote_transaction final : public transaction_impl {
         const auto bytes = size.wordCount * 8;
         if (bytes > payload_limit_bytes(*ctx_)) {
             throw make_error(errc::overloaded,
-                             "the statement of " + std::to_string(bytes) +
-                                 " bytes exceeds the message limit of " +
-                                 std::to_string(ctx_->max_message_bytes) + " bytes; it was not sent");
+                             "the statement of " + std::to_string(bytes) + " bytes exceeds " +
+                                 message_limit_text(*ctx_) + "; it was not sent");
         }
     }
 
@@ -629,8 +628,7 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         if (wire_size(args) > payload_limit_bytes(*ctx_)) {
             throw make_error(errc::overloaded,
                              what() + ": the arguments of about " + std::to_string(wire_size(args)) +
-                                 " bytes exceed the message limit of " +
-                                 std::to_string(ctx_->max_message_bytes) + " bytes; nothing was sent");
+                                 " bytes exceed " + message_limit_text(*ctx_) + "; nothing was sent");
         }
         auto send = [&](peer_connection& peer) {
             auto req = peer.session().callRequest();
@@ -677,8 +675,7 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         if (estimate > payload_limit_bytes(*ctx_)) {
             throw make_error(errc::overloaded,
                              what + ": the statements of about " + std::to_string(estimate) +
-                                 " bytes exceed the message limit of " +
-                                 std::to_string(ctx_->max_message_bytes) + " bytes; nothing was sent");
+                                 " bytes exceed " + message_limit_text(*ctx_) + "; nothing was sent");
         }
         auto what_text = [&] {
             return what;
@@ -744,9 +741,8 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         const auto bytes = size.wordCount * 8;
         if (bytes > payload_limit_bytes(*ctx_)) {
             throw make_error(errc::overloaded,
-                             what() + ": the request of " + std::to_string(bytes) +
-                                 " bytes exceeds the message limit of " +
-                                 std::to_string(ctx_->max_message_bytes) + " bytes; nothing was sent");
+                             what() + ": the request of " + std::to_string(bytes) + " bytes exceeds " +
+                                 message_limit_text(*ctx_) + "; nothing was sent");
         }
     }
 
@@ -888,12 +884,48 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
             std::error_code peer_ec;
             auto remote = socket.remote_endpoint(peer_ec);
             std::string address = peer_ec ? std::string("unknown peer") : endpoint_text(remote);
+            if (in_handshake_ >= ctx_->max_unauthenticated) {
+                refuse_over_handshake_limit(address);
+                std::error_code ignored;
+                socket.close(ignored);
+                continue;
+            }
             tasks_.spawn(serve(self, std::move(socket), std::move(address)));
         }
     }
 
+    // Logs at most once a second, so that a flood of connections cannot flood the log too.
+    void refuse_over_handshake_limit(const std::string& address) {
+        ++refused_in_handshake_;
+        const auto now = clock::now();
+        if (now - refusal_logged_at_ < std::chrono::seconds(1)) return;
+        ctx_->log(log_level::warning,
+                  "refused the connection from " + address + ": " + std::to_string(in_handshake_) +
+                      " connections are in the handshake already "
+                      "(node_options::max_unauthenticated_connections); " +
+                      std::to_string(refused_in_handshake_) + " refused since the last such line");
+        refusal_logged_at_ = now;
+        refused_in_handshake_ = 0;
+    }
+
+    // Counts a connection as in the handshake until it authenticated or ended.
+    class handshake_slot {
+      public:
+        explicit handshake_slot(std::size_t& count) : count_(&count) { ++count; }
+        ~handshake_slot() { release(); }
+        handshake_slot(const handshake_slot&) = delete;
+        handshake_slot& operator=(const handshake_slot&) = delete;
+        void release() noexcept {
+            if (count_ != nullptr) --*std::exchange(count_, nullptr);
+        }
+
+      private:
+        std::size_t* count_;
+    };
+
     asio::awaitable<void> serve(std::shared_ptr<node_impl> self, tcp::socket socket, std::string address) {
         auto& rt = *ctx_->runtime;
+        handshake_slot in_handshake(in_handshake_);
         auto conn = std::make_unique<server_connection>(ctx_, std::move(socket), address);
         // Until the handshake succeeds the connection has a deadline; a refused peer is given a
         // moment to read the refusal, then the connection is closed.
@@ -902,14 +934,18 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
                                        clock::now() + ctx_->handshake_timeout);
         if (first.cancelled && !first.timed_out) co_return;
         if (!conn->state().authenticated) {
+            const auto& st = conn->state();
             if (first.timed_out) {
                 ctx_->log(log_level::warning,
                           "closing the connection from " + address + ": no handshake within " +
                               ms(ctx_->handshake_timeout));
-            } else if (conn->state().auth_attempted) {
+            } else if (!conn->refused_message().empty()) {
+                ctx_->log(log_level::warning,
+                          "closed the connection from " + address + ": it sent " + conn->refused_message());
+            } else if (st.refusal_sent) {
+                // Time to read the refusal; then the connection closes.
                 co_await await_kj(rt, conn->on_disconnect(), clock::now() + std::chrono::seconds(1));
-            } else if (const auto& st = conn->state();
-                       st.hello_done && !st.version_mismatch && st.peer.node_id != ctx_->node_id) {
+            } else if (st.hello_done && !st.version_mismatch && st.peer.node_id != ctx_->node_id) {
                 // The peer checked this node's proof and left: its secret differs from this one.
                 ctx_->log(log_level::warning,
                           "refused RPC peer " + address + " (node " + st.peer.node_id + ", region " +
@@ -919,6 +955,7 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
             }
             co_return;
         }
+        in_handshake.release();
         co_await await_kj(rt, conn->on_disconnect());
         (void)self;
     }
@@ -1105,6 +1142,9 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
     std::shared_ptr<node_context> ctx_;
     tcp::acceptor acceptor_;
     tcp::endpoint endpoint_;
+    std::size_t in_handshake_ = 0;          // accepted connections not yet authenticated
+    std::size_t refused_in_handshake_ = 0;  // refused over the limit since the last log line
+    clock::time_point refusal_logged_at_{};
     node_config config_;
     task_group tasks_;
     asio::steady_timer stop_timer_;
@@ -1225,6 +1265,11 @@ node node::create(asio::io_context& io, node_options options) {
     }
     ctx->max_message_bytes = options.max_message_bytes;
     ctx->max_in_flight = options.max_in_flight_per_peer;
+    if (options.max_unauthenticated_connections == 0) {
+        throw_error(errc::invalid_argument,
+                    "node_options::max_unauthenticated_connections must be at least 1");
+    }
+    ctx->max_unauthenticated = options.max_unauthenticated_connections;
     check_positive(options.handshake_timeout, "handshake_timeout");
     check_positive(options.resolve_interval, "resolve_interval");
     check_positive(options.reconnect_min, "reconnect_min");

@@ -35,7 +35,10 @@ peer_connection::peer_connection(std::shared_ptr<node_context> ctx,
                                  std::string address)
     : ctx_(std::move(ctx)),
       address_(std::move(address)),
-      stream_(std::move(socket)),
+      // A peer that has not proved the secret cannot make this node allocate more than a
+      // handshake message either.
+      guard_(std::make_shared<frame_guard>(handshake_message_limit)),
+      stream_(std::move(socket), guard_),
       network_(stream_, capnp::rpc::twoparty::Side::CLIENT, ctx_->reader_options()),
       rpc_(capnp::makeRpcClient(network_)),
       bootstrap_(bootstrap_of(rpc_)),
@@ -63,8 +66,12 @@ asio::awaitable<handshake_failure> peer_connection::handshake(
         failure_text_ = "hello to " + address_ + " failed: " + describe_failure(greeted);
         co_return handshake_failure::transport;
     }
-    auto answer = greeted.value->getIdentity();
-    peer_ = decode(answer);
+    identity claimed = decode(greeted.value->getIdentity());
+    if (auto problem = identity_problem(claimed); !problem.empty()) {
+        failure_text_ = "refused peer " + address_ + ": " + problem;
+        co_return handshake_failure::unauthenticated;
+    }
+    peer_ = std::move(claimed);
     if (peer_.node_id == ctx_->node_id) {
         failure_text_ = address_ + " is this node";
         co_return handshake_failure::self;
@@ -105,6 +112,7 @@ asio::awaitable<handshake_failure> peer_connection::handshake(
                                                                   : handshake_failure::unauthenticated;
     }
     session_ = result.getSession();
+    guard_->lift();
     co_return handshake_failure::none;
 }
 

@@ -56,6 +56,7 @@ class peer_connection {
     std::string address_;
     identity peer_;
     std::string failure_text_;
+    std::shared_ptr<frame_guard> guard_;  // lifted once the handshake succeeded
     asio_stream stream_;
     capnp::TwoPartyVatNetwork network_;
     capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc_;

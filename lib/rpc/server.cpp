@@ -77,8 +77,7 @@ asio::awaitable<call_outcome> run_procedure(std::shared_ptr<node_context> ctx,
     if (!out.error && wire_size(out.values) > payload_limit_bytes(*ctx)) {
         out.error = make_failure(Kind::OVERLOADED,
                                  "the procedure's result of about " + std::to_string(wire_size(out.values)) +
-                                     " bytes exceeds the message limit of " +
-                                     std::to_string(ctx->max_message_bytes) + " bytes");
+                                     " bytes exceeds " + message_limit_text(*ctx));
     }
     co_return out;
 }
@@ -103,9 +102,8 @@ asio::awaitable<write_outcome> run_write(std::shared_ptr<node_context> ctx,
     if (size > payload_limit_bytes(*ctx)) {
         out.error = make_failure(Kind::OVERLOADED,
                                  "the write committed (LSN " + std::to_string(out.result.commit_lsn) +
-                                     ") but its result of about " + std::to_string(size) +
-                                     " bytes exceeds the message limit of " +
-                                     std::to_string(ctx->max_message_bytes) + " bytes");
+                                     ") but its result of about " + std::to_string(size) + " bytes exceeds " +
+                                     message_limit_text(*ctx));
     }
     co_return out;
 }
@@ -120,22 +118,27 @@ struct tx_state {
     std::unique_ptr<transaction_session> session;
     std::optional<failure> begin_failure;
     bool finished = false;
+    /// A statement's caller gave up (deadline, cancellation) before it was done: the transaction
+    /// rolls back as soon as nothing runs on it, and every later operation is refused.
+    bool abandoned = false;
 
-    ~tx_state() {
-        if (session && !finished) {
-            // The capability was dropped while the transaction was open: roll it back. The
-            // coroutine owns the session (and keeps the executor's context) until it is done.
-            auto rollback = [](std::shared_ptr<node_context> keep,
-                               std::unique_ptr<transaction_session> s) -> asio::awaitable<void> {
-                try {
-                    co_await s->rollback();
-                } catch (const std::exception& e) {
-                    keep->log(log_level::warning,
-                              std::string("rolling back an abandoned transaction failed: ") + e.what());
-                }
-            };
-            asio::co_spawn(ctx->runtime->io(), rollback(ctx, std::move(session)), asio::detached);
-        }
+    ~tx_state() { roll_back_in_background(); }
+
+    // The session's connection is given back only once the rollback ran. The coroutine owns the
+    // session (and keeps the executor's context) until it is done.
+    void roll_back_in_background() {
+        if (!session || finished) return;
+        finished = true;
+        auto rollback = [](std::shared_ptr<node_context> keep,
+                           std::unique_ptr<transaction_session> s) -> asio::awaitable<void> {
+            try {
+                co_await s->rollback();
+            } catch (const std::exception& e) {
+                keep->log(log_level::warning,
+                          std::string("rolling back an abandoned transaction failed: ") + e.what());
+            }
+        };
+        asio::co_spawn(ctx->runtime->io(), rollback(ctx, std::move(session)), asio::detached);
     }
 };
 
@@ -145,6 +148,7 @@ asio::awaitable<kj_void> open_transaction(std::shared_ptr<tx_state> tx) {
     } catch (...) {
         tx->begin_failure = failure_from_exception(std::current_exception(), Kind::INTERNAL);
     }
+    if (tx->abandoned) tx->roll_back_in_background();
     co_return kj_void{};
 }
 
@@ -155,6 +159,10 @@ struct execute_outcome {
 
 std::optional<failure> unusable(const tx_state& tx) {
     if (tx.begin_failure) return tx.begin_failure;
+    if (tx.abandoned)
+        return make_failure(
+            Kind::INVALID_ARGUMENT,
+            "the transaction was rolled back: a statement's caller gave up before it was done");
     if (tx.finished) return make_failure(Kind::INVALID_ARGUMENT, "the transaction is already finished");
     if (!tx.session) return make_failure(Kind::INTERNAL, "the transaction has no session");
     return std::nullopt;
@@ -168,10 +176,12 @@ asio::awaitable<execute_outcome> tx_execute(std::shared_ptr<tx_state> tx, statem
     } catch (...) {
         out.error = failure_from_exception(std::current_exception(), Kind::INTERNAL);
     }
+    // Cancelled (the statement was cancelled on the server) or given up while it ran.
+    if (tx->abandoned) tx->roll_back_in_background();
     if (!out.error && wire_size(out.result) > payload_limit_bytes(*tx->ctx)) {
         out.error = make_failure(Kind::OVERLOADED,
                                  "the statement's result of about " + std::to_string(wire_size(out.result)) +
-                                     " bytes exceeds the message limit");
+                                     " bytes exceeds " + message_limit_text(*tx->ctx));
     }
     co_return out;
 }
@@ -227,12 +237,23 @@ class transaction_server final : public wire::Transaction::Server {
     }
 
   private:
-    // Runs `step` after every earlier operation finished; later operations wait for this one.
+    // Runs `step` after every earlier operation finished; later operations wait for this one,
+    // or for it to be dropped. Dropping the returned promise cancels the step (its coroutine).
     template <class Step>
     auto then_in_order(Step step) {
-        auto forked = tail_.addBranch().then(std::move(step)).fork();
-        tail_ = forked.addBranch().ignoreResult().catch_([](kj::Exception&&) {}).fork();
-        return forked.addBranch();
+        auto done = kj::newPromiseAndFulfiller<void>();
+        auto finished = std::make_shared<bool>(false);
+        auto run = tail_.addBranch().then(std::move(step)).then([finished](auto out) {
+            *finished = true;
+            return out;
+        });
+        tail_ = done.promise.fork();
+        return run.attach(kj::defer([tx = tx_, finished, next = std::move(done.fulfiller)]() mutable {
+            // Given up before it was done: the transaction cannot be trusted to be in the state
+            // its client believes, so it ends here.
+            if (!*finished) tx->abandoned = true;
+            next->fulfill();
+        }));
     }
 
   protected:
@@ -246,6 +267,9 @@ class transaction_server final : public wire::Transaction::Server {
             return kj::READY_NOW;
         }
         context.releaseParams();
+        // A caller that gives up (its deadline) cancels the statement on the server, and the
+        // transaction rolls back.
+        context.allowCancellation();
         auto* rt = conn_->ctx->runtime.get();
         auto run = then_in_order([rt, tx = tx_, s = std::move(stmt)]() mutable {
             return to_kj(*rt, tx_execute(tx, std::move(s)));
@@ -401,13 +425,16 @@ class bootstrap_server final : public wire::Bootstrap::Server {
   protected:
     kj::Promise<void> hello(HelloContext context) override {
         auto& s = *conn_;
-        KJ_REQUIRE(!s.hello_done, "hello may be called once per connection");
+        if (s.hello_done) return refuse_hello("it sent hello twice");
+        s.hello_done = true;
         auto params = context.getParams();
         auto theirs = params.getChallenge();
-        KJ_REQUIRE(theirs.size() == s.client_challenge.size(), "the challenge must be 32 bytes");
-        s.hello_done = true;
+        if (theirs.size() != s.client_challenge.size())
+            return refuse_hello("its challenge is " + std::to_string(theirs.size()) + " bytes, not 32");
+        identity claimed = decode(params.getIdentity());
+        if (auto problem = identity_problem(claimed); !problem.empty()) return refuse_hello(problem);
         std::copy(theirs.begin(), theirs.end(), s.client_challenge.begin());
-        s.peer = decode(params.getIdentity());
+        s.peer = std::move(claimed);
         s.server_challenge = random_challenge();
         if (s.peer.protocol_version != s.ctx->protocol_version) {
             s.version_mismatch = true;
@@ -428,6 +455,9 @@ class bootstrap_server final : public wire::Bootstrap::Server {
         auto& s = *conn_;
         auto result = context.getResults().initResult();
         if (!s.hello_done || s.auth_attempted) {
+            s.ctx->log(log_level::warning,
+                       "refused RPC " + describe(s) + ": it sent authenticate " +
+                           (s.hello_done ? "twice" : "before hello"));
             refuse(
                 make_failure(Kind::UNAUTHENTICATED, "the handshake allows one authenticate() after hello()"),
                 result);
@@ -451,6 +481,7 @@ class bootstrap_server final : public wire::Bootstrap::Server {
             return kj::READY_NOW;
         }
         s.authenticated = true;
+        s.guard->lift();  // from now on the message limit is max_message_bytes (capnp's own check)
         s.ctx->log(log_level::info, "authenticated " + describe(s));
         result.setSession(kj::heap<session_server>(conn_));
         return kj::READY_NOW;
@@ -459,6 +490,20 @@ class bootstrap_server final : public wire::Bootstrap::Server {
   private:
     void refuse(const failure& f, wire::AuthResult::Builder result) {
         encode(f, result.initFailure());
+        mark_refused();
+    }
+
+    // A hello that cannot be accepted: logged without the peer's own words, answered with an
+    // error, and the connection is closed soon after.
+    kj::Promise<void> refuse_hello(const std::string& problem) {
+        conn_->ctx->log(log_level::warning, "refused RPC peer " + conn_->peer_address + ": " + problem);
+        mark_refused();
+        return kj::Exception(
+            kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::str("hello refused: ", problem));
+    }
+
+    void mark_refused() {
+        conn_->refusal_sent = true;
         if (conn_->refused && conn_->refused->isWaiting()) conn_->refused->fulfill();
     }
 
@@ -474,7 +519,7 @@ server_connection::server_connection(std::shared_ptr<node_context> ctx,
                                      std::string peer_address)
     : state_(std::make_shared<connection_state>()),
       refused_(nullptr),
-      stream_(std::move(socket)),
+      stream_(std::move(socket), state_->guard = std::make_shared<frame_guard>(handshake_message_limit)),
       network_(stream_, capnp::rpc::twoparty::Side::SERVER, ctx->reader_options()),
       rpc_(capnp::makeRpcServer(network_, kj::heap<bootstrap_server>(state_))) {
     state_->ctx = std::move(ctx);

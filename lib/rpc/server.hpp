@@ -23,6 +23,7 @@ struct connection_state {
     std::shared_ptr<node_context> ctx;
     std::string peer_address;
     bool hello_done = false;
+    bool refusal_sent = false;  ///< hello or authenticate was answered with a refusal
     bool auth_attempted = false;
     bool authenticated = false;
     bool version_mismatch = false;
@@ -30,6 +31,8 @@ struct connection_state {
     challenge server_challenge{};
     identity peer;
     std::size_t in_flight = 0;
+    /// Bounds the messages of the peer until it authenticates (then lifted).
+    std::shared_ptr<frame_guard> guard;
     /// Fulfilled when the handshake failed: the connection is closed soon after.
     kj::Own<kj::PromiseFulfiller<void>> refused;
 };
@@ -49,6 +52,8 @@ class server_connection {
     kj::Promise<void> on_refused() { return refused_.addBranch(); }
 
     const connection_state& state() const noexcept { return *state_; }
+    /// Why the stream was closed for a message over the handshake's limit, or empty.
+    const std::string& refused_message() const noexcept { return state_->guard->why(); }
     void close() noexcept { stream_.close(); }
 
   private:

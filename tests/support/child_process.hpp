@@ -91,6 +91,35 @@ class child_process {
         pid_ = -1;
     }
 
+    /// Whether the process still runs (it has neither exited nor crashed).
+    bool running() {
+        if (pid_ <= 0) return false;
+        int status = 0;
+        if (::waitpid(pid_, &status, WNOHANG) != pid_) return true;
+        pid_ = -1;
+        exit_status_ = status;
+        return false;
+    }
+    /// How it ended, once running() said it did ("killed by signal 11", "exited with 1").
+    std::string how_it_ended() const {
+        if (WIFSIGNALED(exit_status_)) return "killed by signal " + std::to_string(WTERMSIG(exit_status_));
+        return "exited with " + std::to_string(WEXITSTATUS(exit_status_));
+    }
+    /// Its resident memory in KiB (VmRSS), or 0 when it is gone.
+    long rss_kib() const {
+        std::ifstream status("/proc/" + std::to_string(pid_) + "/status");
+        std::string key;
+        while (status >> key) {
+            if (key == "VmRSS:") {
+                long kib = 0;
+                status >> kib;
+                return kib;
+            }
+            status.ignore(4096, '\n');
+        }
+        return 0;
+    }
+
     std::uint16_t port() const { return port_; }
     const std::string& node_id() const { return node_id_; }
     std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
@@ -132,6 +161,7 @@ class child_process {
     }
 
     pid_t pid_ = -1;
+    int exit_status_ = 0;
     int stdin_ = -1;
     int stdout_ = -1;
     std::uint16_t port_ = 0;

@@ -39,6 +39,16 @@
 
 namespace flypg::pg {
 
+/// Throws flypg::error (errc::invalid_argument, naming `what`) unless `sql` can be sent as it is:
+/// it must hold a statement (not be empty or only white space) and no NUL byte, at which libpq,
+/// taking C strings, would cut it short ("DELETE FROM t\0 WHERE id = 1" would delete every row).
+/// Every operation of connection checks its SQL text this way before anything is sent.
+void check_sql_text(std::string_view sql, std::string_view what = "the SQL text");
+
+/// Throws flypg::error (errc::invalid_argument, naming `what`) when `text`, which becomes a C
+/// string for libpq (a connection string, a statement name), holds a NUL byte.
+void check_no_nul(std::string_view text, std::string_view what);
+
 /// How to open a connection.
 struct connect_options {
     /// libpq connection string or URI ("host=... port=... dbname=... user=..." or "postgresql://...").

@@ -72,6 +72,11 @@ enum class secret_policy {
     allow_missing,
 };
 
+/// Before a peer has completed the handshake (on either side of a connection), a message it
+/// announces larger than this closes the connection as soon as the message's header arrives,
+/// before room for it is allocated: the handshake's messages (a hello, a proof) are far smaller.
+inline constexpr std::size_t handshake_message_limit = 8 * 1024;
+
 struct node_options {
     /// Address to listen on. Empty: FLYPG_RPC_ADDRESS; else on Fly (FLY_APP_NAME set) the private
     /// IPv6 address (the fly-local-6pn host entry); elsewhere 127.0.0.1.
@@ -109,6 +114,12 @@ struct node_options {
     /// Largest message accepted or sent (also Cap'n Proto's traversal limit). Larger requests fail
     /// with errc::overloaded before they are sent; a peer sending more is disconnected.
     std::size_t max_message_bytes = 16 * 1024 * 1024;
+    /// Connections accepted that have not completed the handshake, at most; more are closed as
+    /// soon as they are accepted (logged at most once a second, with a count). Each costs this
+    /// node at most about 40 KiB until it authenticates or its handshake_timeout passes: a 4 KiB
+    /// read buffer, one message of at most handshake_message_limit, and Cap'n Proto's
+    /// per-connection state.
+    std::size_t max_unauthenticated_connections = 256;
     /// Calls a peer may have running on this node at once; more are answered errc::overloaded
     /// without running. The same limit applies to this node's calls to one peer.
     std::size_t max_in_flight_per_peer = 1024;

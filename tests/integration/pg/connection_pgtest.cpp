@@ -387,6 +387,34 @@ TEST_F(Connection, ConnectFailureNamesTheProblem) {
     EXPECT_EQ(ec, flypg::errc::connect_failed);
 }
 
+TEST_F(Connection, SqlThatLibpqWouldCutIsRefusedAndNothingRuns) {
+    run(io, [&]() -> asio::awaitable<void> {
+        connection conn = co_await open_primary();
+        co_await conn.query("CREATE TEMP TABLE nul_test (id int)");
+        co_await conn.query("INSERT INTO nul_test VALUES (1), (2), (3)");
+        auto refused = [&](auto op) -> asio::awaitable<std::error_code> {
+            try {
+                co_await op();
+            } catch (const flypg::error& e) {
+                co_return e.code();
+            }
+            co_return std::error_code();
+        };
+        EXPECT_EQ(co_await refused(
+                      [&] { return conn.query(std::string("DELETE FROM nul_test\0 WHERE id = 1", 35)); }),
+                  flypg::errc::invalid_argument);
+        std::vector<statement> batch(2);
+        batch[0].sql = "DELETE FROM nul_test WHERE id = 2";
+        batch[1].sql = std::string("DELETE FROM nul_test\0 WHERE id = 3", 35);
+        EXPECT_EQ(co_await refused([&] { return conn.pipeline(std::move(batch)); }),
+                  flypg::errc::invalid_argument);
+        EXPECT_EQ(co_await refused([&] { return conn.query("   "); }), flypg::errc::invalid_argument);
+        // Nothing ran, and the connection is free for the next statement.
+        result r = co_await conn.query("SELECT count(*) FROM nul_test");
+        EXPECT_EQ(r.at(0).get<std::int64_t>(0), 3);
+    }());
+}
+
 TEST_F(Connection, MalformedConninfoIsInvalidArgument) {
     const std::error_code ec = error_of(io, []() -> asio::awaitable<void> {
         flypg::pg::connect_options options;

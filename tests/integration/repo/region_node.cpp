@@ -2,6 +2,7 @@
 //
 //   flypg_repo_test_node --region=ams --primary_region=ams --secret=S --peers=host:port,...
 //                        --databases=main=<url>[;second=<url>]
+//                        [--handshake_timeout_ms=N] [--max_unauthenticated=N]
 //
 // Each database's URL serves as both local and primary URL (this node is meant for the primary
 // region). Registers the named transactions the tests call and a test.metrics procedure, prints "LISTENING
@@ -24,6 +25,8 @@ ABSL_FLAG(std::string, primary_region, "ams", "the primary region");
 ABSL_FLAG(std::string, secret, "", "cluster secret");
 ABSL_FLAG(std::string, peers, "", "peers, host:port,...");
 ABSL_FLAG(std::string, databases, "", "name=url;name=url");
+ABSL_FLAG(int, handshake_timeout_ms, 5000, "node_options::handshake_timeout");
+ABSL_FLAG(int, max_unauthenticated, 256, "node_options::max_unauthenticated_connections");
 
 namespace {
 
@@ -79,9 +82,13 @@ int main(int argc, char** argv) {
     options.heartbeat_interval = std::chrono::milliseconds(200);
     options.reconnect_min = std::chrono::milliseconds(20);
     options.reconnect_max = std::chrono::milliseconds(200);
+    options.handshake_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_handshake_timeout_ms));
+    options.max_unauthenticated_connections =
+        static_cast<std::size_t>(absl::GetFlag(FLAGS_max_unauthenticated));
     options.writes = service;
     options.log = [](flypg::rpc::log_level, std::string_view text) {
         std::fprintf(stderr, "[region node] %.*s\n", static_cast<int>(text.size()), text.data());
+        std::fflush(stderr);
     };
     service->add_procedures(options.procedures);
     // test.metrics(): the Prometheus text of every repo of this node, for the serving-side metrics.

@@ -12,26 +12,14 @@
 #include "flypg/pg/connection.hpp"
 #include "flypg/replication/wait_result.hpp"
 #include "flypg/repo.hpp"
-#include "support/child_process.hpp"
+#include "repo_world.hpp"
 #include "support/test_support.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using flypg::test::run;
-
-// flypg_repo_test_node (region_node.cpp) in its own process: the primary region.
-class region_node_process : public flypg::test::child_process {
-  public:
-    explicit region_node_process(std::vector<std::string> args)
-        : child_process(FLYPG_REPO_TEST_NODE, std::move(args)) {}
-};
-
-const std::string secret = "repo-test-secret-0123456789";
-
-std::string table_name() {
-    return "repo_e2e_" + std::to_string(::getpid());
-}
+using namespace flypg::test::repo_world;
 
 // A second database on the same servers, for the two-repos test.
 constexpr const char* second_database = "flypg_second";
@@ -53,92 +41,9 @@ void create_second_database(asio::io_context& io) {
     }());
 }
 
-// Creates the test table on the primary and waits until the replica has it.
-void create_table(asio::io_context& io,
-                  const std::string& primary_conninfo,
-                  const std::string& replica_conninfo) {
-    run(io, [&]() -> asio::awaitable<void> {
-        auto ex = co_await asio::this_coro::executor;
-        flypg::pg::connect_options primary_options;
-        primary_options.conninfo = primary_conninfo;
-        flypg::pg::connection primary = co_await flypg::pg::connection::connect(ex, primary_options);
-        co_await primary.query("DROP TABLE IF EXISTS " + table_name());
-        co_await primary.query("CREATE TABLE " + table_name() +
-                               " (id bigserial PRIMARY KEY, note text UNIQUE)");
-        flypg::pg::connect_options replica_options;
-        replica_options.conninfo = replica_conninfo;
-        flypg::pg::connection replica = co_await flypg::pg::connection::connect(ex, replica_options);
-        for (;;) {
-            flypg::pg::params name{table_name()};
-            flypg::pg::result r =
-                co_await replica.query("SELECT to_regclass($1) IS NOT NULL", std::move(name));
-            if (r[0].get<bool>(0)) break;
-            asio::steady_timer t(ex, 5ms);
-            co_await t.async_wait(asio::use_awaitable);
-        }
-    }());
-}
-
-// The replica-region side: a node, a primary_service (unused here, as in any node) and a repo.
-struct replica_region {
-    replica_region(asio::io_context& io, std::vector<std::string> peers, flypg::repo_options extra = {})
-        : io_(io) {
-        flypg::rpc::node_options options;
-        options.listen_address = "127.0.0.1";
-        options.listen_port = 0;
-        options.region = "syd";
-        options.primary_region = "ams";
-        options.cluster_secret = secret;
-        options.peers = std::move(peers);
-        options.reconnect_min = 20ms;
-        options.reconnect_max = 200ms;
-        options.heartbeat_interval = 200ms;
-        options.writes = service;
-        service->add_procedures(options.procedures);
-        node.emplace(flypg::rpc::node::create(io, std::move(options)));
-        if (extra.local_url.empty()) extra.local_url = flypg::test::replica_conninfo();
-        db = std::make_unique<flypg::repo>(io.get_executor(), *node, service, std::move(extra));
-        asio::co_spawn(
-            io, node->run(), asio::bind_cancellation_slot(stop_node.slot(), [this](std::exception_ptr) {
-                node_done = true;
-            }));
-        asio::co_spawn(
-            io, db->run(), asio::bind_cancellation_slot(stop_repo.slot(), [this](std::exception_ptr) {
-                repo_done = true;
-            }));
-    }
-    // Stops the repo's tracker and the node, and lets their coroutines finish before the objects
-    // they use are destroyed.
-    ~replica_region() {
-        stop_repo.emit(asio::cancellation_type::terminal);
-        stop_node.emit(asio::cancellation_type::terminal);
-        const auto deadline = std::chrono::steady_clock::now() + 10s;
-        while (!(node_done && repo_done) && std::chrono::steady_clock::now() < deadline) {
-            io_.restart();
-            io_.run_one_for(50ms);
-        }
-        db.reset();
-        node.reset();
-        io_.restart();
-        io_.poll();
-    }
-
-    std::shared_ptr<flypg::primary_service> service = std::make_shared<flypg::primary_service>();
-    std::optional<flypg::rpc::node> node;
-    std::unique_ptr<flypg::repo> db;
-    asio::cancellation_signal stop_node;
-    asio::cancellation_signal stop_repo;
-    asio::io_context& io_;
-    bool node_done = false;
-    bool repo_done = false;
-};
-
-std::vector<std::string> primary_node_args() {
-    return {"--region=ams",
-            "--primary_region=ams",
-            "--secret=" + secret,
-            "--databases=main=" + flypg::test::primary_conninfo() +
-                ";second=" + in_second_database(flypg::test::primary_conninfo())};
+std::vector<std::string> primary_node_args_with_both_databases() {
+    return primary_node_args({"--databases=main=" + flypg::test::primary_conninfo() +
+                              ";second=" + in_second_database(flypg::test::primary_conninfo())});
 }
 
 class Repo : public ::testing::Test {
@@ -150,7 +55,7 @@ class Repo : public ::testing::Test {
         create_table(io,
                      in_second_database(flypg::test::primary_conninfo()),
                      in_second_database(flypg::test::replica_conninfo()));
-        primary_node = std::make_unique<region_node_process>(primary_node_args());
+        primary_node = std::make_unique<region_node_process>(primary_node_args_with_both_databases());
     }
     static void TearDownTestSuite() { primary_node.reset(); }
 
@@ -437,7 +342,7 @@ TEST_F(Repo, SlowReplicaGivesCommittedNotReplicatedWithTheLsnAndTheCallerCanWait
 }
 
 TEST_F(Repo, PrimaryNodeDyingMidWriteGivesOutcomeUnknown) {
-    region_node_process doomed(primary_node_args());
+    region_node_process doomed(primary_node_args_with_both_databases());
     replica_region alone(io, {doomed.address()});
     run(io, alone.node->wait_for_region("ams", 10s));
     std::error_code ec;
@@ -580,6 +485,140 @@ TEST_F(Repo, TwoDatabasesInOneProcessEachWithItsOwnRouting) {
     }());
     stop.emit(asio::cancellation_type::terminal);
     while (!stopped) io.run_one_for(50ms);
+}
+
+// Three rows of the test table with notes `prefix` 1..3, written on the primary.
+void insert_three(flypg::repo& db, asio::io_context& io, const std::string& prefix) {
+    run(io, [&]() -> asio::awaitable<void> {
+        for (int i = 1; i <= 3; ++i) {
+            flypg::sql::column_values row{{"note", prefix + std::to_string(i)}};
+            co_await db.insert(table_name(), std::move(row));
+        }
+    }());
+}
+
+std::int64_t count_like(flypg::repo& db, asio::io_context& io, const std::string& prefix) {
+    return run(io, [&]() -> asio::awaitable<std::int64_t> {
+        flypg::sql::where filter("note LIKE $1", flypg::pg::params{prefix + "%"});
+        co_return co_await db.count(table_name(), std::move(filter));
+    }());
+}
+
+TEST_F(Repo, SqlWithANulByteIsRefusedEverywhereAndDeletesNothing) {
+    const std::string prefix = "nul " + std::to_string(::getpid()) + " ";
+    insert_three(db(), io, prefix);
+    const std::string cut = "DELETE FROM " + table_name() + std::string("\0 WHERE note = 'none'", 21);
+    // Forwarded from this region, then sent to the serving node directly (as a peer could).
+    EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await db().execute(cut); }),
+              flypg::errc::invalid_argument);
+    EXPECT_EQ(error_of(io,
+                       [&]() -> asio::awaitable<void> {
+                           std::vector<flypg::rpc::statement> raw;
+                           raw.push_back(flypg::rpc::statement{cut, {}});
+                           flypg::rpc::call_options call;
+                           call.database = "main";
+                           co_await world->node->forward_write(std::move(raw), call);
+                       }),
+              flypg::errc::invalid_argument);
+    EXPECT_EQ(error_of(io,
+                       [&]() -> asio::awaitable<void> {
+                           flypg::primary_transaction tx = co_await db().begin_on_primary();
+                           co_await tx.execute(cut);
+                       }),
+              flypg::errc::invalid_argument);
+    // In the primary region: the same refusal, on the local route.
+    flypg::rpc::node_options o;
+    o.listen_address = "127.0.0.1";
+    o.listen_port = 0;
+    o.region = "ams";
+    o.primary_region = "ams";
+    o.cluster_secret = secret;
+    o.peers = std::vector<std::string>{};
+    auto service = std::make_shared<flypg::primary_service>();
+    o.writes = service;
+    flypg::rpc::node in_primary_region = flypg::rpc::node::create(io, std::move(o));
+    flypg::repo_options ro;
+    ro.local_url = flypg::test::primary_conninfo();
+    ro.primary_url = flypg::test::primary_conninfo();
+    flypg::repo local(io.get_executor(), in_primary_region, service, ro);
+    EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await local.execute(cut); }),
+              flypg::errc::invalid_argument);
+    EXPECT_EQ(count_like(db(), io, prefix), 3) << "a statement cut at its NUL byte ran";
+}
+
+TEST_F(Repo, EmptySqlAndEmptyWritesAreRefused) {
+    EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await db().execute(" "); }),
+              flypg::errc::invalid_argument);
+    EXPECT_EQ(error_of(io,
+                       [&]() -> asio::awaitable<void> {
+                           std::vector<flypg::pg::statement> none;
+                           co_await db().execute_all(std::move(none));
+                       }),
+              flypg::errc::invalid_argument);
+    EXPECT_EQ(error_of(io,
+                       [&]() -> asio::awaitable<void> {
+                           std::vector<flypg::rpc::statement> none;
+                           flypg::rpc::call_options call;
+                           call.database = "main";
+                           co_await world->node->forward_write(std::move(none), call);
+                       }),
+              flypg::errc::invalid_argument);
+}
+
+TEST_F(Repo, AStatementOfARemoteTransactionEndsOnTheServerAtItsDeadlineAndRollsBack) {
+    flypg::repo_options quick;
+    quick.rpc_timeout = 1s;
+    world.reset();
+    world = std::make_unique<replica_region>(io, std::vector<std::string>{primary_node->address()}, quick);
+    run(io, world->node->wait_for_region("ams", 10s));
+    const std::string note = "tx deadline " + std::to_string(::getpid());
+    const std::string marker = "flypg tx deadline " + std::to_string(::getpid());
+    const std::error_code ec = error_of(io, [&]() -> asio::awaitable<void> {
+        flypg::primary_transaction tx = co_await db().begin_on_primary();
+        flypg::pg::params p{note};
+        co_await tx.execute("INSERT INTO " + table_name() + " (note) VALUES ($1)", std::move(p));
+        co_await tx.execute("SELECT pg_sleep(30) /* " + marker + " */");
+    });
+    EXPECT_EQ(ec, flypg::errc::timeout);
+    // On the primary, the statement ends (within seconds, not 30) and the insert never commits.
+    run(
+        io,
+        [&]() -> asio::awaitable<void> {
+            flypg::pg::connect_options options;
+            options.conninfo = flypg::test::primary_conninfo();
+            auto ex = co_await asio::this_coro::executor;
+            flypg::pg::connection primary = co_await flypg::pg::connection::connect(ex, options);
+            std::int64_t running = 1;
+            for (int i = 0; i < 100 && running > 0; ++i) {
+                flypg::pg::params like{"%" + marker + "%"};
+                flypg::pg::result r = co_await primary.query(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
+                    std::move(like));
+                running = r.at(0).get<std::int64_t>(0);
+                asio::steady_timer t(ex, 50ms);
+                co_await t.async_wait(asio::use_awaitable);
+            }
+            EXPECT_EQ(running, 0) << "the statement still runs on the primary 5 s after its deadline";
+            flypg::pg::params n{note};
+            flypg::pg::result rows = co_await primary.query(
+                "SELECT count(*) FROM " + table_name() + " WHERE note = $1", std::move(n));
+            EXPECT_EQ(rows.at(0).get<std::int64_t>(0), 0);
+        }(),
+        20s);
+}
+
+TEST_F(Repo, AWriteOverTheMessageLimitNamesTheSettingThatRaisesIt) {
+    try {
+        run(io, [&]() -> asio::awaitable<void> {
+            flypg::pg::params big{std::string(20 * 1024 * 1024, 'v')};
+            co_await db().execute("INSERT INTO " + table_name() + " (note) VALUES ($1)", std::move(big));
+        }());
+        ADD_FAILURE() << "a 20 MB write went through a 16 MiB message limit";
+    } catch (const flypg::error& e) {
+        EXPECT_EQ(e.code(), flypg::errc::overloaded);
+        EXPECT_NE(std::string(e.what()).find("node_options::max_message_bytes"), std::string::npos)
+            << e.what();
+    }
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "flypg/error.hpp"
 #include "rpc/auth.hpp"
 #include "rpc/codec.hpp"
+#include "rpc/context.hpp"
 
 namespace flypg::rpc::detail {
 namespace {
@@ -120,6 +121,22 @@ TEST(Handshake, ProofsDependOnSecretDirectionAndChallenges) {
     // Without a secret (development) the proof is still well defined.
     EXPECT_TRUE(
         proofs_equal(make_proof("", server_proof_label, a, b), make_proof("", server_proof_label, a, b)));
+}
+
+TEST(Handshake, WhatAPeerSaysAboutItselfMustBeNamesOfBoundedLength) {
+    EXPECT_EQ(identity_problem(identity{"0f3a9c21de", "syd", "1.4.2 (build 77)", 1}), "");
+    EXPECT_EQ(identity_problem(identity{"host-a.internal:7878", "us-east_1", "", 1}), "");
+    EXPECT_EQ(identity_problem(identity{"", "syd", "", 1}), "its node id is empty");
+    EXPECT_EQ(identity_problem(identity{std::string(65, 'n'), "syd", "", 1}),
+              "its node id is 65 bytes long (at most 64)");
+    EXPECT_EQ(identity_problem(identity{"evil\nFAKE", "syd", "", 1}),
+              "its node id holds a character that is not allowed (byte 10 at offset 4)");
+    EXPECT_EQ(identity_problem(identity{"n", "s:d", "", 1}),
+              "its region holds a character that is not allowed (byte 58 at offset 1)");
+    EXPECT_EQ(identity_problem(identity{"n", "syd", "v1\x1b", 1}),
+              "its app version holds a character that is not allowed (byte 27 at offset 2)");
+    EXPECT_EQ(identity_problem(identity{"n", "syd", std::string(129, 'v'), 1}),
+              "its app version is 129 bytes long (at most 128)");
 }
 
 }  // namespace

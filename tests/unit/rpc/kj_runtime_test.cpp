@@ -116,6 +116,24 @@ TEST(KjRuntime, YieldsToAsioHandlersAfterItsTimeBudgetWhateverTheTurnBudget) {
     EXPECT_LT(turns_when_timer_fired, 20);
 }
 
+TEST(KjRuntime, AnEventArmedAndDroppedInOneHandlerDoesNotSilenceTheLoop) {
+    asio::io_context io;
+    auto rt = kj_runtime::for_current_thread(io);
+    asio::post(io, [] {
+        kj_runtime::handler_scope scope;
+        // Armed (KJ announces "runnable"), then dropped before any turn ran.
+        auto dropped = kj::evalLater([] {}).eagerlyEvaluate(nullptr);
+    });
+    io.run();
+    // Later, outside any handler: a new event must still be run, as for a new connection to an
+    // idle node.
+    bool ran = false;
+    auto later = kj::evalLater([&ran] { ran = true; }).eagerlyEvaluate(nullptr);
+    io.restart();
+    for (int i = 0; i < 10 && !ran; ++i) io.poll();
+    EXPECT_TRUE(ran) << "KJ had work that no pump ran";
+}
+
 TEST(KjBridge, ReportsARejectedPromiseAsAValue) {
     asio::io_context io;
     auto rt = kj_runtime::for_current_thread(io);
