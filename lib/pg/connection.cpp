@@ -150,8 +150,6 @@ void connection::impl::close() noexcept {
         socket.cancel(ignored);
         (void)socket.release();
     }
-    if (cancel_handle != nullptr) PQfreeCancel(cancel_handle);
-    cancel_handle = nullptr;
     if (conn != nullptr) PQfinish(conn);
     conn = nullptr;
     broken = true;
@@ -198,7 +196,7 @@ asio::awaitable<void> connection::impl::establish(std::string conninfo) {
     watch_socket();
     if (PQsetnonblocking(conn, 1) != 0) throw_error(errc::connect_failed, libpq_error(conn));
     PQsetNoticeProcessor(conn, ignore_notice, nullptr);
-    cancel_handle = PQgetCancel(conn);
+    connected_conninfo = std::move(conninfo);
     broken = false;
 }
 
@@ -363,21 +361,38 @@ asio::awaitable<void> connection::impl::cancel_and_drain() {
     if (conn == nullptr || broken) co_return;
     // PQflush may still hold part of the request: the server cannot finish reading it, so the
     // connection cannot be brought back to a known state. Close it.
-    if (PQflush(conn) != 0 || cancel_handle == nullptr) {
+    if (PQflush(conn) != 0) {
         close();
         co_return;
     }
-    // PQcancel opens a short TCP connection to the already-resolved server address (no DNS) and
-    // sends the CancelRequest; on a LAN that is one round trip. libpq 15 has no async variant.
-    char message[256];
-    if (PQcancel(cancel_handle, message, sizeof message) == 0) {
-        close();
-        co_return;
-    }
+    // Cancelling and reading what is left share one deadline: a server that does not answer (a
+    // frozen host, a path that drops packets) costs cancel_drain_timeout, never a blocked thread.
     try {
-        co_await with_timeout(drain(), options.cancel_drain_timeout);
+        co_await with_timeout(cancel_then_drain(), options.cancel_drain_timeout);
     } catch (const std::exception&) {
         close();
+    }
+}
+
+asio::awaitable<void> connection::impl::cancel_then_drain() {
+    co_await cancel_on_server();
+    co_await drain();
+}
+
+asio::awaitable<void> connection::impl::cancel_on_server() {
+    // libpq 15's PQcancel connects and waits for the server on the calling thread, and the
+    // CancelRequest's secret key is not exposed; pg_cancel_backend() on a short-lived connection
+    // of our own (asynchronous like every other) cancels the statement the same way.
+    connect_options side;
+    side.conninfo = connected_conninfo;
+    side.connect_timeout = options.cancel_drain_timeout;
+    auto canceller = std::make_unique<impl>(executor, side);
+    co_await canceller->establish(side.conninfo);
+    {
+        operation_scope scope(*canceller);
+        params pid{std::int32_t{PQbackendPID(conn)}};
+        result r = co_await canceller->run_query("SELECT pg_cancel_backend($1)", pid);
+        r.throw_if_error();
     }
 }
 

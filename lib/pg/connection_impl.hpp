@@ -28,7 +28,9 @@ struct connection::impl {
     asio::any_io_executor executor;
     connect_options options;
     PGconn* conn = nullptr;
-    PGcancel* cancel_handle = nullptr;
+    // The connection string this connection was opened with (host names already resolved), for
+    // the short-lived connection that cancels a statement.
+    std::string connected_conninfo;
     // Watches libpq's socket; never owns it (libpq closes it in PQfinish).
     asio::posix::stream_descriptor socket;
     bool busy = false;
@@ -59,6 +61,9 @@ struct connection::impl {
     /// Cancels the running statement on the server and reads what is left; closes the connection
     /// when that does not finish within options.cancel_drain_timeout.
     asio::awaitable<void> cancel_and_drain();
+    asio::awaitable<void> cancel_then_drain();
+    /// pg_cancel_backend() for this connection's backend, from a connection of its own.
+    asio::awaitable<void> cancel_on_server();
 
     asio::awaitable<void> flush();
     asio::awaitable<detail::pgresult_ptr> next_result();

@@ -18,10 +18,12 @@
 //
 // Cancellation (per-operation, through the awaiting coroutine's cancellation slot; Asio's
 // terminal, partial and total types are all accepted and treated alike): a running statement is
-// cancelled on the server (a CancelRequest on a separate short-lived connection, as libpq's
-// PQcancel sends it), the remaining results are drained, and the operation fails with
-// errc::cancelled; the connection stays usable. If the server does not answer the cancel within
-// `cancel_drain_timeout`, the connection is closed instead. A statement cancelled after it was sent
+// cancelled on the server (pg_cancel_backend() from a separate short-lived connection, opened
+// asynchronously like every other: libpq 15's own PQcancel would block the thread until the server
+// answers), the remaining results are drained, and the operation fails with errc::cancelled; the
+// connection stays usable. If cancelling and draining do not finish within `cancel_drain_timeout`
+// (a frozen server answers neither), the connection is closed instead; nothing here ever blocks
+// the thread. A statement cancelled after it was sent
 // may have run: a cancelled write may or may not have committed.
 #pragma once
 
