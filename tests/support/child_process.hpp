@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -76,6 +77,16 @@ class child_process {
         if (stdin_ >= 0) ::close(stdin_);  // the node exits when its stdin closes
         if (pid_ > 0 && !wait_exit(std::chrono::seconds(5))) kill_hard();
         if (stdout_ >= 0) ::close(stdout_);
+        // A sanitizer's report (a leak found at exit, say) is a failure of the test that ran the
+        // child, even though the child exited: it must not vanish with the log.
+        const std::string text = log();
+        for (const char* mark : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"}) {
+            if (text.find(mark) != std::string::npos) {
+                std::fprintf(stderr, "a child process reported a sanitizer error (log kept in %s):\n%s\n",
+                             log_path_.c_str(), text.c_str());
+                std::abort();
+            }
+        }
         std::remove(log_path_.c_str());
     }
 

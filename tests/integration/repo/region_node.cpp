@@ -91,8 +91,11 @@ int main(int argc, char** argv) {
         std::fflush(stderr);
     };
     service->add_procedures(options.procedures);
-    // test.metrics(): the Prometheus text of every repo of this node, for the serving-side metrics.
+    // The repos use the io_context and the node: they are declared after the first and cleared
+    // before the second goes.
+    asio::io_context io;
     std::list<flypg::repo> repos;
+    // test.metrics(): the Prometheus text of every repo of this node, for the serving-side metrics.
     options.procedures.add("test.metrics",
                            [&repos](std::vector<value>) -> asio::awaitable<std::vector<value>> {
                                std::string text;
@@ -100,7 +103,6 @@ int main(int argc, char** argv) {
                                co_return std::vector<value>{value(std::move(text))};
                            });
 
-    asio::io_context io;
     try {
         flypg::rpc::node node = flypg::rpc::node::create(io, std::move(options));
         const std::vector<std::string> databases =
@@ -114,6 +116,7 @@ int main(int argc, char** argv) {
             repos.emplace_back(io.get_executor(), node, service, std::move(repo_options));
         }
         flypg::test::serve_until_stdin_closes(io, node);
+        repos.clear();
     } catch (const std::exception& e) {
         std::fprintf(stderr, "[region node] fatal: %s\n", e.what());
         return 1;
