@@ -409,6 +409,37 @@ void check_no_nul(std::string_view text, std::string_view what) {
                     "; libpq takes C strings and would cut it there, so nothing was sent");
 }
 
+bool same_database(std::string_view a, std::string_view b) {
+    if (a.find('\0') != std::string_view::npos || b.find('\0') != std::string_view::npos) return false;
+    try {
+        const conninfo_ptr x = parse_conninfo(std::string(a));
+        const conninfo_ptr y = parse_conninfo(std::string(b));
+        for (const char* keyword : {"host", "hostaddr", "port", "dbname", "user"}) {
+            if (option_value(x.get(), keyword) != option_value(y.get(), keyword)) return false;
+        }
+        return true;
+    } catch (const flypg::error&) {
+        return false;
+    }
+}
+
+std::string database_label(std::string_view conninfo) {
+    if (conninfo.find('\0') != std::string_view::npos) return "(malformed connection string)";
+    try {
+        const conninfo_ptr options = parse_conninfo(std::string(conninfo));
+        std::string host = option_value(options.get(), "host");
+        if (host.empty()) host = option_value(options.get(), "hostaddr");
+        std::string port = option_value(options.get(), "port");
+        std::string label = "host " + (host.empty() ? std::string("(default)") : host);
+        if (!port.empty()) label += " port " + port;
+        if (const std::string db = option_value(options.get(), "dbname"); !db.empty())
+            label += " database " + db;
+        return label;
+    } catch (const flypg::error&) {
+        return "(malformed connection string)";
+    }
+}
+
 void check_sql_text(std::string_view sql, std::string_view what) {
     check_no_nul(sql, what);
     if (sql.find_first_not_of(" \t\r\n\f\v") == std::string_view::npos)

@@ -48,6 +48,11 @@ class repo_impl {
     replication::tracker tracker;
     std::shared_ptr<metrics::registry> registry;
     repo_metrics measures;
+    // The local database is the primary itself (local development's read-only mode, or the same
+    // server and database as primary_url): when it is not a standby, it still has every write.
+    bool local_is_primary = false;
+    // The last state of the local database a wait saw, for one log line per change.
+    bool local_was_replicating = true;
 
     struct effective_options {
         await_replication await;
@@ -68,7 +73,10 @@ class repo_impl {
     /// Runs a write where it belongs and waits as asked; records it in the metrics.
     asio::awaitable<write_result> write(std::vector<pg::statement> statements, write_options o);
     asio::awaitable<write_result> route_write(std::vector<pg::statement> statements, write_options o);
+    /// Waits until the local database has `target`. Throws committed_not_replicated when it is
+    /// too slow, and not_replicating when it is not a standby and not the primary itself.
     asio::awaitable<void> wait(lsn target, std::chrono::milliseconds timeout);
+    std::string not_replicating_text(lsn target) const;
     pg::pool& primary_pool();
 };
 
@@ -124,6 +132,9 @@ repo_impl::repo_impl(asio::any_io_executor ex,
       registry(options.metrics ? options.metrics : std::make_shared<metrics::registry>()),
       measures(*registry, options.name) {
     if (options.primary_url.empty() && node.is_primary()) options.primary_url = options.local_url;
+    local_is_primary =
+        options.local == local_mode::read_only ||
+        (!options.primary_url.empty() && pg::same_database(options.local_url, options.primary_url));
     if (!options.primary_url.empty()) {
         primary = std::make_shared<pg::pool>(executor,
                                              pool_options_for(options.primary_url, options.pool_size, {}));
@@ -147,8 +158,29 @@ pg::pool& repo_impl::primary_pool() {
 asio::awaitable<void> repo_impl::wait(lsn target, std::chrono::milliseconds timeout) {
     const std::optional<replication::tracker::duration> deadline(timeout);
     const auto started = std::chrono::steady_clock::now();
-    co_await tracker.wait_for(target, deadline);
+    const replication::lsn_wait_result r = co_await tracker.wait_for(target, deadline);
     measures.wait_seconds.observe(std::chrono::steady_clock::now() - started);
+    const bool replicating = r.status == replication::wait_status::replayed || local_is_primary;
+    if (replicating != local_was_replicating) {
+        local_was_replicating = replicating;
+        if (replicating) {
+            log(rpc::log_level::info,
+                "the local database " + pg::database_label(options.local_url) +
+                    " is a replicating standby again");
+        } else {
+            log(rpc::log_level::warning,
+                not_replicating_text(target) +
+                    "; every write will fail this way until it follows the primary again");
+        }
+    }
+    if (!replicating) throw_error(errc::not_replicating, not_replicating_text(target));
+}
+
+std::string repo_impl::not_replicating_text(lsn target) const {
+    return "the write committed on the primary (LSN " + target.to_string() + ") but the local database " +
+           pg::database_label(options.local_url) +
+           " is not a standby (it was promoted, or is a separate primary): a read there will not see the "
+           "write. Read from the primary region, or make it follow the primary again";
 }
 
 repo_metrics::repo_metrics(metrics::registry& r, const std::string& database)
@@ -185,6 +217,8 @@ void repo_metrics::count_failure(const std::error_code& ec) {
         kind = "outcome_unknown";
     else if (ec == errc::committed_not_replicated)
         kind = "committed_not_replicated";
+    else if (ec == errc::not_replicating)
+        kind = "not_replicating";
     else if (ec == errc::no_node_in_region)
         kind = "no_primary_node";
     else if (ec == errc::timeout)

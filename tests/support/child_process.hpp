@@ -82,8 +82,10 @@ class child_process {
         const std::string text = log();
         for (const char* mark : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"}) {
             if (text.find(mark) != std::string::npos) {
-                std::fprintf(stderr, "a child process reported a sanitizer error (log kept in %s):\n%s\n",
-                             log_path_.c_str(), text.c_str());
+                std::fprintf(stderr,
+                             "a child process reported a sanitizer error (log kept in %s):\n%s\n",
+                             log_path_.c_str(),
+                             text.c_str());
                 std::abort();
             }
         }

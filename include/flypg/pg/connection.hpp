@@ -51,6 +51,14 @@ void check_sql_text(std::string_view sql, std::string_view what = "the SQL text"
 /// string for libpq (a connection string, a statement name), holds a NUL byte.
 void check_no_nul(std::string_view text, std::string_view what);
 
+/// Whether two connection strings (URL or keyword form) name the same database as written: the
+/// same host (or hostaddr), port, database name and user. Unparsable strings are not the same.
+bool same_database(std::string_view a, std::string_view b);
+
+/// Where a connection string points, for messages: "host 10.0.0.5 port 5433 database app"
+/// (never the password or other options). "(malformed connection string)" if it cannot be parsed.
+std::string database_label(std::string_view conninfo);
+
 /// How to open a connection.
 struct connect_options {
     /// libpq connection string or URI ("host=... port=... dbname=... user=..." or "postgresql://...").

@@ -279,9 +279,11 @@ TEST_F(Repo, AwaitFalseReturnsWithoutWaiting) {
 
 TEST_F(Repo, LocalDatabaseThatIsNotAReplicaCompletesWaitsAtOnce) {
     // fly_postgres 0.3 spins and times out every waiter when its "replica" is a primary; here the
-    // repo's local database is the primary itself while the node is outside the primary region.
+    // repo's local database is the primary itself while the node is outside the primary region,
+    // and the repo is told so (its primary_url is the same database).
     flypg::repo_options primary_as_local;
     primary_as_local.local_url = flypg::test::primary_conninfo();
+    primary_as_local.primary_url = flypg::test::primary_conninfo();
     replica_region odd(io, {primary_node->address()}, primary_as_local);
     flypg::repo& db_on_primary = *odd.db;
     run(io, odd.node->wait_for_region("ams", 10s));
