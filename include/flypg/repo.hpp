@@ -132,15 +132,46 @@ struct write_result {
     /// The LSN the local replica must replay to see the write.
     lsn commit_lsn;
     write_route route = write_route::local_primary;
-    /// True when the call waited and the local replica has replayed commit_lsn (or is not
-    /// replicating, so nothing will be newer).
+    /// True when the call waited and the local database has replayed commit_lsn (or is the
+    /// primary itself). A local database that is not a standby fails the write instead
+    /// (errc::not_replicating).
     bool replicated = false;
+
+    /// A consistency token for this write: opaque, URL-safe, at most 32 characters. Hand it to the
+    /// client (a cookie, a header); a read on any node of any region given it back
+    /// (read_options(token)) sees this write. (Today: "1." and the commit LSN in hex; the leading
+    /// version lets the format change without old tokens being misread.)
+    std::string token() const;
 
     /// The first statement's result.
     const pg::result& rows() const { return results.at(0); }
     /// Rows affected by all statements.
     std::int64_t affected_rows() const noexcept;
 };
+
+/// Options of a read.
+///
+/// Not an aggregate on purpose (as rpc::call_options): g++ 12 destroys a braced aggregate
+/// temporary twice inside a co_await expression, and this type is meant to be passed inline.
+class read_options {
+  public:
+    read_options() noexcept {}
+    /// Read-your-writes on the next request: the read first waits (suspending only its coroutine,
+    /// at most `timeout`) until the local database has everything the write that gave `token`
+    /// (write_result::token()) had, then runs there.
+    explicit read_options(std::string token) : at_least(std::move(token)) {}
+
+    /// A write's consistency token; empty: read at once.
+    std::string at_least;
+    /// How long the read may wait for the token; unset: repo_options::replication_timeout. When it
+    /// passes, the read fails with errc::committed_not_replicated (the write is there, the local
+    /// database is behind) and runs nothing.
+    std::optional<std::chrono::milliseconds> timeout;
+};
+
+/// The LSN a consistency token stands for. Throws flypg::error (errc::invalid_argument) for
+/// anything that is not a token of this format (the message does not quote it).
+lsn parse_consistency_token(std::string_view token);
 
 /// A transaction run on the primary by a named procedure; see primary_service::add_transaction.
 using primary_transaction_fn = std::function<asio::awaitable<std::vector<rpc::value>>(
@@ -219,16 +250,25 @@ class repo {
 
     // Reads, on the local database.
 
-    /// Runs a read. On a replica, a write here fails with errc::use_execute_for_writes.
-    asio::awaitable<pg::result> query(std::string sql, pg::params parameters = {});
+    /// Runs a read. On a replica, a write here fails with errc::use_execute_for_writes. Every read
+    /// takes read_options: read_options(token) reads what the token's write wrote.
+    asio::awaitable<pg::result> query(std::string sql, pg::params parameters = {}, read_options options = {});
     /// Runs a read expected to return at most one row; more is errc::out_of_range.
-    asio::awaitable<std::optional<pg::result>> query_one(std::string sql, pg::params parameters = {});
+    asio::awaitable<std::optional<pg::result>> query_one(std::string sql,
+                                                         pg::params parameters = {},
+                                                         read_options options = {});
     /// SELECT * FROM table WHERE key columns = values (composite keys allowed).
-    asio::awaitable<pg::result> get(sql::qualified_name table, sql::column_values key);
+    asio::awaitable<pg::result> get(sql::qualified_name table,
+                                    sql::column_values key,
+                                    read_options options = {});
     /// Whether a row matches `filter` (empty: any row).
-    asio::awaitable<bool> exists(sql::qualified_name table, sql::where filter = {});
+    asio::awaitable<bool> exists(sql::qualified_name table,
+                                 sql::where filter = {},
+                                 read_options options = {});
     /// Rows matching `filter` (empty: all rows).
-    asio::awaitable<std::int64_t> count(sql::qualified_name table, sql::where filter = {});
+    asio::awaitable<std::int64_t> count(sql::qualified_name table,
+                                        sql::where filter = {},
+                                        read_options options = {});
     /// Runs `body` in a read-only REPEATABLE READ transaction on the local database: every read in
     /// it sees one consistent snapshot.
     template <class T>

@@ -311,6 +311,38 @@ std::int64_t write_result::affected_rows() const noexcept {
     return total;
 }
 
+namespace {
+constexpr std::string_view token_version = "1.";
+}  // namespace
+
+std::string write_result::token() const {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out(token_version);
+    const std::uint64_t v = commit_lsn.value();
+    for (int shift = 60; shift >= 0; shift -= 4) out += hex[(v >> shift) & 0xf];
+    return out;
+}
+
+lsn parse_consistency_token(std::string_view token) {
+    auto refuse = [&](const char* why) {
+        throw_error(errc::invalid_argument,
+                    "not a consistency token (" + std::string(why) + ", " + std::to_string(token.size()) +
+                        " characters); pass on what write_result::token() gave");
+    };
+    if (!token.starts_with(token_version)) refuse("unknown version");
+    const std::string_view digits = token.substr(token_version.size());
+    if (digits.size() != 16) refuse("wrong length");
+    std::uint64_t v = 0;
+    for (char c : digits) {
+        int d = -1;
+        if (c >= '0' && c <= '9') d = c - '0';
+        if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+        if (d < 0) refuse("not hexadecimal");
+        v = (v << 4) | static_cast<std::uint64_t>(d);
+    }
+    return lsn::from_value(v);
+}
+
 repo::repo(asio::any_io_executor executor,
            rpc::node& node,
            std::shared_ptr<primary_service> service,
@@ -324,7 +356,12 @@ asio::awaitable<void> repo::run() {
     co_await impl_->tracker.run();
 }
 
-asio::awaitable<pg::result> repo::query(std::string sql, pg::params parameters) {
+asio::awaitable<pg::result> repo::query(std::string sql, pg::params parameters, read_options options) {
+    // In the primary region the local database is the primary: every token is already there.
+    if (!options.at_least.empty() && !is_primary()) {
+        const lsn target = parse_consistency_token(options.at_least);
+        co_await impl_->wait(target, options.timeout.value_or(impl_->options.replication_timeout));
+    }
     std::optional<diagnostics> write_on_replica;
     try {
         co_return co_await impl_->local->query(std::move(sql), std::move(parameters));
@@ -341,8 +378,10 @@ asio::awaitable<pg::result> repo::query(std::string sql, pg::params parameters) 
     throw flypg::error(errc::use_execute_for_writes, std::move(diag));
 }
 
-asio::awaitable<std::optional<pg::result>> repo::query_one(std::string sql, pg::params parameters) {
-    pg::result r = co_await query(sql, std::move(parameters));
+asio::awaitable<std::optional<pg::result>> repo::query_one(std::string sql,
+                                                           pg::params parameters,
+                                                           read_options options) {
+    pg::result r = co_await query(sql, std::move(parameters), std::move(options));
     if (r.size() > 1)
         throw_error(errc::out_of_range,
                     "query_one expected at most one row, got " + std::to_string(r.size()) + ": " + sql);
@@ -350,20 +389,24 @@ asio::awaitable<std::optional<pg::result>> repo::query_one(std::string sql, pg::
     co_return r;
 }
 
-asio::awaitable<pg::result> repo::get(sql::qualified_name table, sql::column_values key) {
+asio::awaitable<pg::result> repo::get(sql::qualified_name table,
+                                      sql::column_values key,
+                                      read_options options) {
     pg::statement s = sql::select_by_key(table, std::move(key));
-    co_return co_await query(std::move(s.sql), std::move(s.params));
+    co_return co_await query(std::move(s.sql), std::move(s.params), std::move(options));
 }
 
-asio::awaitable<bool> repo::exists(sql::qualified_name table, sql::where filter) {
+asio::awaitable<bool> repo::exists(sql::qualified_name table, sql::where filter, read_options options) {
     pg::statement s = sql::exists(table, std::move(filter));
-    pg::result r = co_await query(std::move(s.sql), std::move(s.params));
+    pg::result r = co_await query(std::move(s.sql), std::move(s.params), std::move(options));
     co_return r.at(0).get<bool>(0);
 }
 
-asio::awaitable<std::int64_t> repo::count(sql::qualified_name table, sql::where filter) {
+asio::awaitable<std::int64_t> repo::count(sql::qualified_name table,
+                                          sql::where filter,
+                                          read_options options) {
     pg::statement s = sql::count(table, std::move(filter));
-    pg::result r = co_await query(std::move(s.sql), std::move(s.params));
+    pg::result r = co_await query(std::move(s.sql), std::move(s.params), std::move(options));
     co_return r.at(0).get<std::int64_t>(0);
 }
 

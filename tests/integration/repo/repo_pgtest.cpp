@@ -623,4 +623,50 @@ TEST_F(Repo, AWriteOverTheMessageLimitNamesTheSettingThatRaisesIt) {
     }
 }
 
+TEST_F(Repo, ATokenReadsTheWriteOnAnotherNodeOfTheRegionThatReadsAnotherReplica) {
+    // Node A (the fixture's world) reads replica 1; node B, in the same region, reads replica 2,
+    // which replays 30 ms late: B sees A's writes at once only when it is given their tokens.
+    flypg::repo_options on_replica_2;
+    on_replica_2.local_url = flypg::test::replica_conninfo(2);
+    replica_region node_b(io, {primary_node->address()}, on_replica_2);
+    run(io, node_b.node->wait_for_region("ams", 10s));
+    replay_delay delay(30);
+    constexpr int writes = 40;
+    int stale_with_token = 0;
+    int stale_without_token = 0;
+    run(
+        io,
+        [&]() -> asio::awaitable<void> {
+            for (int i = 0; i < writes; ++i) {
+                const std::string note = "token " + std::to_string(::getpid()) + " " + std::to_string(i);
+                flypg::sql::column_values row{{"note", note}};
+                flypg::write_result w = co_await db().insert(table_name(), std::move(row));
+                const std::string token = w.token();
+                EXPECT_LE(token.size(), 32u);
+                EXPECT_EQ(token.find_first_not_of("0123456789abcdef."), std::string::npos) << token;
+                flypg::sql::where plain("note = $1", flypg::pg::params{note});
+                if (co_await node_b.db->count(table_name(), std::move(plain)) != 1) ++stale_without_token;
+                flypg::sql::where with_token("note = $1", flypg::pg::params{note});
+                flypg::read_options at_least(token);
+                if (co_await node_b.db->count(table_name(), std::move(with_token), std::move(at_least)) != 1)
+                    ++stale_with_token;
+            }
+        }(),
+        120s);
+    EXPECT_EQ(stale_with_token, 0) << "stale reads with the write's token";
+    EXPECT_GT(stale_without_token, 0) << "the control: without a token, replica 2 is 30 ms behind";
+    std::printf(
+        "tokens across two nodes of one region: %d writes, %d stale reads with the token, %d without\n",
+        writes,
+        stale_with_token,
+        stale_without_token);
+    // A token from elsewhere is refused before anything runs, without being quoted.
+    EXPECT_EQ(error_of(io,
+                       [&]() -> asio::awaitable<void> {
+                           flypg::read_options forged(std::string("1.zz\n<script>"));
+                           co_await node_b.db->query("SELECT 1", {}, std::move(forged));
+                       }),
+              flypg::errc::invalid_argument);
+}
+
 }  // namespace
