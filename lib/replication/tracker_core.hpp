@@ -354,6 +354,7 @@ class tracker_core : public waiter_registry,
                     continue;
                 }
                 on_source_failure();
+                report_connection(false, failure);
                 // Not kickable by add(): new waiters must not shorten the reconnect backoff.
                 backoff_timer_.expires_after(backoff);
                 co_await backoff_timer_.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
@@ -412,9 +413,11 @@ class tracker_core : public waiter_registry,
             if (cancelled(co_await asio::this_coro::cancellation_state)) co_return;
             if (failure) {
                 on_source_failure();
+                report_connection(false, failure);
                 connected = false;
                 continue;
             }
+            report_connection(true, nullptr);
             apply(status, sent);
         }
     }
@@ -496,6 +499,29 @@ class tracker_core : public waiter_registry,
         stats_.connected = true;
         // Waiters that arrived while disconnected poll at once.
         next_poll_at_ = Clock::now();
+    }
+
+    // Tells options_.on_connection_change about a change of state: down at the first failure, up
+    // at the first answer after one (a connection that opens but cannot answer is still down).
+    void report_connection(bool up, const std::exception_ptr& failure) {
+        if (up == reported_up_) return;
+        reported_up_ = up;
+        if (!options_.on_connection_change) return;
+        std::string detail;
+        if (failure) {
+            try {
+                std::rethrow_exception(failure);
+            } catch (const std::exception& e) {
+                detail = e.what();
+            } catch (...) {
+                detail = "unknown failure";
+            }
+        }
+        try {
+            options_.on_connection_change(up, detail);
+        } catch (...) {
+            // A sink that throws must not stop the tracker.
+        }
     }
 
     void on_source_failure() {
@@ -599,6 +625,7 @@ class tracker_core : public waiter_registry,
     }
 
     const tracker_options options_;
+    bool reported_up_ = true;  // what on_connection_change was last told (up until a failure)
 
     mutable std::mutex mutex_;
     // Guarded by mutex_.

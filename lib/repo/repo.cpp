@@ -114,6 +114,31 @@ std::unique_ptr<replication::replay_source> replay_source_for(const asio::any_io
     return replication::make_pg_replay_source(ex, std::move(source));
 }
 
+// The repo's tracker options: the application's, and a log line when the tracker loses its
+// connection to the local database and when it has it back.
+replication::tracker_options tracker_options_for(const repo_options& o) {
+    replication::tracker_options t = o.tracker;
+    t.on_connection_change = [theirs = t.on_connection_change,
+                              log = o.log,
+                              prefix = "flypg repo \"" + o.name +
+                                       "\": the replication tracker's connection to the "
+                                       "local database " +
+                                       pg::database_label(o.local_url)](bool up, std::string_view why) {
+        if (theirs) theirs(up, why);
+        if (!log) return;
+        if (up) {
+            log(rpc::log_level::info, detail::log_safe(prefix + " works again"));
+        } else {
+            log(rpc::log_level::warning,
+                detail::log_safe(
+                    prefix + " failed: " + std::string(why) +
+                    "; writes from other regions wait for it, and fail with committed_not_replicated "
+                    "at their deadline, until it is back"));
+        }
+    };
+    return t;
+}
+
 }  // namespace
 
 namespace detail {
@@ -128,7 +153,7 @@ repo_impl::repo_impl(asio::any_io_executor ex,
       options((validate(opts), std::move(opts))),
       local(std::make_shared<pg::pool>(
           executor, pool_options_for(options.local_url, options.pool_size, local_settings(options.local)))),
-      tracker(executor, replay_source_for(executor, options), options.tracker),
+      tracker(executor, replay_source_for(executor, options), tracker_options_for(options)),
       registry(options.metrics ? options.metrics : std::make_shared<metrics::registry>()),
       measures(*registry, options.name) {
     if (options.primary_url.empty() && node.is_primary()) options.primary_url = options.local_url;

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <string_view>
 
 namespace flypg::replication {
 
@@ -67,6 +69,11 @@ struct tracker_options {
     std::chrono::microseconds long_poll_step{200};
     /// long_poll only: longest time one server-side call waits before returning short of its target.
     std::chrono::milliseconds long_poll_max_wait{1'000};
+
+    /// Told when the tracker's connection to its replica stops working (`connected` false, with the
+    /// failure's text) and when it works again (true, empty text): once per change, not once per
+    /// retry. Runs on the tracker's executor, inside its loop: it must not block. The repo logs it.
+    std::function<void(bool connected, std::string_view detail)> on_connection_change;
 };
 
 }  // namespace flypg::replication

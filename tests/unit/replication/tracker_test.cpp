@@ -603,6 +603,24 @@ TEST_F(LsnTracker, ReconnectsWithBackoffWhileWaitersKeepTheirDeadlines) {
     EXPECT_TRUE(after->replayed());
 }
 
+TEST_F(LsnTracker, TellsOnceWhenItsConnectionFailsAndOnceWhenItWorksAgain) {
+    std::vector<std::string> events;
+    tracker_options options;
+    options.on_connection_change = [&events](bool up, std::string_view detail) {
+        events.push_back(up ? std::string("up") : "down: " + std::string(detail));
+    };
+    start(options);
+    script_->status = replay_status::replaying(at(100));
+    script_->fail_reads = 1;
+    script_->fail_reconnects = 2;
+    auto w = wait(at(100), 1s);
+    settle();
+    advance(50ms);   // the second reconnect fails too
+    advance(100ms);  // the third works, and the poll answers
+    ASSERT_TRUE(w->replayed());
+    EXPECT_EQ(events, (std::vector<std::string>{"down: fake: connection lost", "up"}));
+}
+
 TEST_F(LsnTracker, DeadlinesHoldWhileTheSourceCannotReconnect) {
     start();
     script_->fail_reads = 1;
