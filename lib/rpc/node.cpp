@@ -732,8 +732,31 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
     }
 
   private:
+    // fly_rpc's message, then what this node does know: the regions it reaches, and why the peers
+    // it cannot use failed (a wrong secret, a refused connection), so the error names its cause.
     flypg::error no_node(const std::string& region) const {
-        return make_error(errc::no_node_in_region, "no node found running in region \"" + region + "\"");
+        std::string text = "no node found running in region \"" + region + "\"";
+        std::set<std::string> reached;
+        for (const auto& [key, conn] : connected_)
+            if (conn->healthy && !conn->closed) reached.insert(conn->peer().region);
+        text += reached.empty() ? "; this node reaches no peer" : "; it reaches regions " + join(reached);
+        std::vector<std::string> failing;
+        for (const auto& [key, l] : links_)
+            if (!l.last_failure.empty()) failing.push_back(l.last_failure);
+        if (!failing.empty()) {
+            constexpr std::size_t shown = 3;
+            text += "; failing peers: ";
+            for (std::size_t i = 0; i < failing.size() && i < shown; ++i)
+                text += (i > 0 ? "; " : "") + failing[i];
+            if (failing.size() > shown) text += " (and " + std::to_string(failing.size() - shown) + " more)";
+        }
+        return make_error(errc::no_node_in_region, text);
+    }
+
+    static std::string join(const std::set<std::string>& names) {
+        std::string out;
+        for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+        return out;
     }
 
     template <class What>
@@ -966,6 +989,7 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         std::shared_ptr<asio::cancellation_signal> stop;
         std::string source;  // the host name it was resolved from
         bool self = false;
+        std::string last_failure;  // why the last attempt failed; empty while connected
     };
 
     asio::awaitable<void> discovery_loop(std::shared_ptr<node_impl> self) {
@@ -1046,6 +1070,8 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
                         }
                     }
                 }
+                if (auto it = links_.find(key); it != links_.end())
+                    it->second.last_failure = conn ? "" : text;
                 if (conn) {
                     delays.reset();
                     reported = false;

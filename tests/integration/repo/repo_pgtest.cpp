@@ -669,4 +669,47 @@ TEST_F(Repo, ATokenReadsTheWriteOnAnotherNodeOfTheRegionThatReadsAnotherReplica)
               flypg::errc::invalid_argument);
 }
 
+TEST_F(Repo, NoNodeInTheRegionSaysWhyItsPeersCannotBeUsed) {
+    // A node whose secret differs from the primary region's: its writes fail with
+    // no_node_in_region, and the message says why (not only that no node was found).
+    flypg::rpc::node_options o;
+    o.listen_address = "127.0.0.1";
+    o.listen_port = 0;
+    o.region = "syd";
+    o.primary_region = "ams";
+    o.cluster_secret = "another-secret-0123456789";
+    o.peers = std::vector<std::string>{primary_node->address()};
+    o.reconnect_min = 20ms;
+    o.reconnect_max = 100ms;
+    flypg::rpc::node wrong = flypg::rpc::node::create(io, std::move(o));
+    asio::cancellation_signal stop;
+    bool stopped = false;
+    asio::co_spawn(io, wrong.run(), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr) {
+                       stopped = true;
+                   }));
+    std::string message;
+    run(io, [&]() -> asio::awaitable<void> {
+        for (int attempt = 0; attempt < 100; ++attempt) {
+            try {
+                std::vector<flypg::rpc::value> none;
+                co_await wrong.call_primary("test.metrics", std::move(none));
+            } catch (const flypg::error& e) {
+                EXPECT_EQ(e.code(), flypg::errc::no_node_in_region);
+                message = e.what();
+            }
+            if (message.find("cluster secret") != std::string::npos) break;
+            asio::steady_timer t(co_await asio::this_coro::executor, 50ms);
+            co_await t.async_wait(asio::use_awaitable);
+        }
+    }());
+    EXPECT_NE(
+        message.find("no node found running in region \"ams\"; this node reaches no peer; failing peers: "),
+        std::string::npos)
+        << message;
+    EXPECT_NE(message.find(primary_node->address()), std::string::npos) << message;
+    EXPECT_NE(message.find("did not prove the cluster secret"), std::string::npos) << message;
+    stop.emit(asio::cancellation_type::terminal);
+    while (!stopped) io.run_one_for(50ms);
+}
+
 }  // namespace
