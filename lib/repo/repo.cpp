@@ -270,6 +270,7 @@ asio::awaitable<write_result> repo_impl::write(std::vector<pg::statement> statem
     const auto started = std::chrono::steady_clock::now();
     std::exception_ptr failure;
     std::error_code code;
+    std::string what;
     try {
         write_result out = co_await route_write(std::move(statements), o);
         const auto elapsed = std::chrono::steady_clock::now() - started;
@@ -285,12 +286,14 @@ asio::awaitable<write_result> repo_impl::write(std::vector<pg::statement> statem
         co_return out;
     } catch (const std::system_error& e) {
         code = e.code();
+        what = e.what();
         failure = std::current_exception();
     }
     measures.count_failure(code);
+    // not_replicating is logged by wait(), once per change of state.
     if (code == errc::committed_not_replicated || code == errc::outcome_unknown ||
         code == errc::no_node_in_region)
-        log(rpc::log_level::warning, "write failed: " + code.message());
+        log(rpc::log_level::warning, "write failed: " + what);
     std::rethrow_exception(failure);
 }
 

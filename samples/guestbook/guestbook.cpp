@@ -6,7 +6,9 @@
 //   GET  /          a tiny HTML page with a form
 //   POST /entries   body = the message (text, at most 4 KiB); 201 with the new id and the region
 //                   that served the request, as JSON
-//   GET  /entries   the latest 20 entries, from the local database, as JSON
+//   GET  /entries   the latest 20 entries, from the local database, as JSON; with the
+//                   flypg_token cookie that POST sets, it first waits until that database has
+//                   the writer's last entry (read-your-writes across instances of a region)
 //   GET  /metrics   Prometheus text: the repo's metrics (writes, RPC, replication waits, pool) and
 //                   the service's own HTTP metrics, from one registry
 //
@@ -28,6 +30,7 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/deferred.hpp>
 #include <asio/experimental/parallel_group.hpp>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -68,9 +71,26 @@ void log(const std::string& text) {
 struct http_request {
     http_method method = HTTP_GET;
     std::string url;
+    std::string cookie;  // the Cookie header, if any
     std::string body;
     bool keep_alive = false;
 };
+
+constexpr std::size_t max_cookie_bytes = 4096;
+constexpr std::string_view token_cookie = "flypg_token";
+
+// The value of cookie `name` in a Cookie header ("a=1; flypg_token=1.00...; b=2"), or empty.
+std::string cookie_value(std::string_view header, std::string_view name) {
+    while (!header.empty()) {
+        const std::size_t end = header.find(';');
+        std::string_view pair = header.substr(0, end);
+        header = end == std::string_view::npos ? std::string_view() : header.substr(end + 1);
+        while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+        if (pair.size() > name.size() && pair.starts_with(name) && pair[name.size()] == '=')
+            return std::string(pair.substr(name.size() + 1));
+    }
+    return {};
+}
 
 struct http_response {
     int status = 200;
@@ -148,6 +168,8 @@ class request_parser {
     request_parser() {
         http_parser_settings_init(&settings_);
         settings_.on_url = on_url;
+        settings_.on_header_field = on_header_field;
+        settings_.on_header_value = on_header_value;
         settings_.on_headers_complete = on_headers_complete;
         settings_.on_body = on_body;
         settings_.on_message_complete = on_message_complete;
@@ -181,6 +203,8 @@ class request_parser {
     http_request take() {
         http_request out = std::move(request_);
         request_ = {};
+        field_.clear();
+        in_value_ = false;
         state_ = state::incomplete;
         http_parser_pause(&parser_, 0);
         return out;
@@ -205,6 +229,30 @@ class request_parser {
             return s.fail(400, "the URL is longer than " + std::to_string(max_url_bytes) + " bytes");
         s.request_.url.append(at, length);
         return 0;
+    }
+    // A header's name and value may each arrive in pieces; only the Cookie header is kept.
+    static int on_header_field(http_parser* p, const char* at, std::size_t length) {
+        request_parser& s = self(p);
+        if (s.in_value_) s.field_.clear();
+        s.in_value_ = false;
+        if (s.field_.size() + length <= 64) s.field_.append(at, length);
+        return 0;
+    }
+    static int on_header_value(http_parser* p, const char* at, std::size_t length) {
+        request_parser& s = self(p);
+        s.in_value_ = true;
+        if (s.field_.size() != 6 || !equals_ignoring_case(s.field_, "cookie")) return 0;
+        if (s.request_.cookie.size() + length > max_cookie_bytes)
+            return s.fail(431,
+                          "the Cookie header is longer than " + std::to_string(max_cookie_bytes) + " bytes");
+        s.request_.cookie.append(at, length);
+        return 0;
+    }
+    static bool equals_ignoring_case(std::string_view a, std::string_view b) {
+        if (a.size() != b.size()) return false;
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (std::tolower(static_cast<unsigned char>(a[i])) != b[i]) return false;
+        return true;
     }
     static int on_headers_complete(http_parser* p) {
         // Refuse a declared body that is too large before reading it.
@@ -232,6 +280,8 @@ class request_parser {
     http_parser parser_{};
     http_parser_settings settings_{};
     http_request request_;
+    std::string field_;      // the header name being read
+    bool in_value_ = false;  // its value has started
     state state_ = state::incomplete;
     int error_status_ = 0;
     std::string error_message_;
@@ -331,12 +381,33 @@ struct guestbook {
     // replication waits and failures here; the guestbook adds its HTTP metrics.
     flypg::metrics::registry& metrics;
     bool schema_ready = false;
+    std::string schema_problem = "the table is being created";  // why writes cannot run yet
 };
 
 // The repo renders the shared registry: its own metrics (writes, RPC, replication waits, the
 // tracker and the read pool) and the guestbook's HTTP counters.
 std::string render_metrics(guestbook& g) {
     return g.db.render_metrics();
+}
+
+// What a failed read means to the client.
+http_response read_failure(const guestbook& g, const flypg::error& e) {
+    http_response r;
+    if (e.code() == flypg::errc::committed_not_replicated) {
+        r = text_response(503,
+                          "your last entry is saved, but this region's replica has not replayed it yet; "
+                          "try again in a moment");
+    } else if (e.code() == flypg::sqlstate("42P01")) {
+        r = text_response(
+            503,
+            "the guestbook table does not exist yet; it is created through the primary region (" +
+                g.schema_problem + ")");
+    } else {
+        log(std::string("read failed: ") + e.what());
+        r = text_response(503, std::string("cannot read this region's database: ") + e.what());
+    }
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
 }
 
 // What a failed write means to the client.
@@ -379,6 +450,11 @@ asio::awaitable<http_response> add_entry(guestbook& g, std::string message) {
                 ",\"primary_region\":" + json_string(g.node.primary_region()) + ",\"route\":\"" + route +
                 "\",\"replicated\":" + (written.replicated ? "true" : "false") + "}");
         r.headers.emplace_back("Location", "/entries/" + std::to_string(id));
+        // The writer's next GET may land on another instance of this region, reading another
+        // replica: the token makes that read wait until it has this entry.
+        r.headers.emplace_back("Set-Cookie",
+                               std::string(token_cookie) + "=" + written.token() +
+                                   "; Path=/; Max-Age=300; SameSite=Lax; HttpOnly");
         co_return r;
     } catch (const flypg::error& e) {
         failure = write_failure(e);
@@ -386,11 +462,27 @@ asio::awaitable<http_response> add_entry(guestbook& g, std::string message) {
     co_return std::move(*failure);
 }
 
-asio::awaitable<http_response> list_entries(guestbook& g) {
+// A read answers whenever the local database does: it needs neither the primary region nor the
+// table's creation to have finished, and each failure says what is wrong.
+asio::awaitable<http_response> list_entries(guestbook& g, const std::string& cookie) {
+    flypg::read_options options;
+    if (std::string token = cookie_value(cookie, token_cookie); !token.empty()) {
+        try {
+            (void)flypg::parse_consistency_token(token);
+        } catch (const flypg::error& e) {
+            http_response r = text_response(400,
+                                            "the flypg_token cookie is not ours (" + std::string(e.what()) +
+                                                "); it was cleared, load the page again");
+            r.headers.emplace_back("Set-Cookie", std::string(token_cookie) + "=; Path=/; Max-Age=0");
+            co_return r;
+        }
+        options = flypg::read_options(std::move(token));
+    }
     flypg::pg::params limit{latest_entries};
     std::optional<http_response> failure;
     try {
-        flypg::pg::result rows = co_await g.db.query(std::string(latest_entries_sql), std::move(limit));
+        flypg::pg::result rows =
+            co_await g.db.query(std::string(latest_entries_sql), std::move(limit), std::move(options));
         std::string body = "{\"region\":" + json_string(g.node.my_region()) + ",\"entries\":[";
         bool first = true;
         for (flypg::pg::row row : rows) {
@@ -404,8 +496,7 @@ asio::awaitable<http_response> list_entries(guestbook& g) {
         body += "]}";
         co_return json_response(200, std::move(body));
     } catch (const flypg::error& e) {
-        log(std::string("read failed: ") + e.what());
-        failure = text_response(503, std::string("cannot read the local database: ") + e.what());
+        failure = read_failure(g, e);
     }
     co_return std::move(*failure);
 }
@@ -428,12 +519,12 @@ asio::awaitable<http_response> route(guestbook& g, http_request& request) {
     }
     if (path == "/entries") {
         if (!get && request.method != HTTP_POST) co_return method_not_allowed("GET, HEAD, POST");
+        if (get) co_return co_await list_entries(g, request.cookie);
         if (!g.schema_ready) {
-            http_response r = text_response(503, "starting: the guestbook table is not ready yet");
+            http_response r = text_response(503, "cannot write yet: " + g.schema_problem);
             r.headers.emplace_back("Retry-After", "1");
             co_return r;
         }
-        if (get) co_return co_await list_entries(g);
         co_return co_await add_entry(g, std::move(request.body));
     }
     co_return text_response(404, "no such page: " + std::string(path) + " (try /, /entries or /metrics)");
@@ -519,21 +610,35 @@ asio::awaitable<void> serve_connection(guestbook& g, tcp::socket socket) {
 }
 
 // Creates the table once the primary is reachable (through a primary-region node when this
-// region has none), retrying until it works; /entries answers 503 until then.
+// region has none), retrying until it works; until then writes answer 503 with the reason, which
+// is logged whenever it changes (a wrong secret, no node in the primary region, a refused
+// connection...).
 asio::awaitable<void> prepare_schema(guestbook& g) {
     for (;;) {
+        std::string problem;
         try {
-            if (!g.db.is_primary()) co_await g.node.wait_for_region(g.node.primary_region(), 10s);
+            if (!g.db.is_primary()) {
+                // Connecting takes a moment at start-up; after that, the write's own error says why
+                // the primary region cannot be reached.
+                try {
+                    co_await g.node.wait_for_region(g.node.primary_region(), 3s);
+                } catch (const flypg::error&) {
+                }
+            }
             flypg::pg::params none;
             co_await g.db.execute(std::string(create_table_sql), std::move(none));
             g.schema_ready = true;
+            g.schema_problem.clear();
             log("the guestbook_entries table is ready");
             co_return;
         } catch (const std::exception& e) {
-            log(std::string("preparing the table failed, retrying in 2 s: ") + e.what());
+            problem = e.what();
         }
         if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none)
-            co_return;
+            co_return;  // stopping: the failure is the cancellation, not worth a line
+        if (problem != g.schema_problem)
+            log("cannot create the guestbook table yet (retrying every 2 s): " + problem);
+        g.schema_problem = std::move(problem);
         asio::steady_timer pause(co_await asio::this_coro::executor, 2s);
         co_await pause.async_wait(asio::use_awaitable);
     }
@@ -682,6 +787,10 @@ int main() {
         auto metrics = std::make_shared<flypg::metrics::registry>();
         flypg::repo_options repo_options = flypg::repo_options_for(config);
         repo_options.metrics = metrics;
+        // The repo's warnings (a replica that fell behind or split off, the tracker's connection).
+        repo_options.log = [](flypg::rpc::log_level, std::string_view text) {
+            log(std::string(text));
+        };
         flypg::repo db(io.get_executor(), node, service, std::move(repo_options));
 
         guestbook g{node, db, *metrics, false};
