@@ -147,7 +147,10 @@ interface Session {
   ping @1 () -> ();
   call @2 (procedure :Text, args :List(Value)) -> (result :CallResult);
   # Runs the statements as one transaction on this node's database (the primary).
-  write @3 (statements :List(Statement), database :Text) -> (result :WriteResult);
+  write @3 (statements :List(Statement), database :Text, requestId :Text) -> (result :WriteResult);
+  # `requestId` (added later; empty from older callers): the caller's id for this write. A serving
+  # node that remembers ids runs a write at most once per id and answers a repeat with the first
+  # run's results, so a caller may retry a write whose answer it lost.
   # An interactive transaction on this node's database. Calls on it may be pipelined (even onto
   # the not-yet-returned capability); they run in the order sent. Dropping it rolls back.
   # `database` names the database on the serving node (flypg::repo_options::name); empty: the

@@ -65,8 +65,16 @@ enum class await_replication {
 /// Per-call options; unset fields take the repo's defaults (repo_options).
 struct write_options {
     std::optional<await_replication> await;
+    /// A forwarded write's deadline. Within it, a write whose answer was lost is sent again under
+    /// its request id (the primary-region node runs it at most once); errc::outcome_unknown comes
+    /// only once it has passed.
     std::optional<std::chrono::milliseconds> rpc_timeout;
     std::optional<std::chrono::milliseconds> replication_timeout;
+    /// Your own key for this write (at most 128 bytes), instead of a fresh random id per call: a
+    /// later call with the same key (after a crash of the caller, from another process) then
+    /// returns the first run's results too, for write_request_retention (24 h). Keys are global
+    /// to the database: never reuse one for another write.
+    std::optional<std::string> idempotency_key;
 };
 
 /// How the local database behaves.
@@ -203,6 +211,16 @@ class primary_service final : public rpc::write_executor {
     asio::awaitable<rpc::write_result> execute_on(std::string database,
                                                   std::vector<rpc::statement> statements) override;
     asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin_on(std::string database) override;
+    /// Runs a forwarded write at most once per request id: the id is recorded with the write's
+    /// results in the primary's flypg_write_requests table, in the write's own transaction (see
+    /// the README's "Exactly-once writes").
+    asio::awaitable<rpc::write_result> execute_once(std::string database,
+                                                    std::vector<rpc::statement> statements,
+                                                    std::string request_id) override;
+
+    /// For fault-injection tests only: `hook` runs after a write with a request id committed and
+    /// before its answer is sent (a test kills the serving node there).
+    void set_after_commit_hook(std::function<void()> hook);
 
     /// Internal: the repos of this process register their primary pools here.
     detail::primary_service_impl& impl() noexcept { return *impl_; }

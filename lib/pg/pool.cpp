@@ -207,4 +207,8 @@ void pool::close() noexcept {
     state_->waiters.clear();
 }
 
+asio::any_io_executor pool::get_executor() const noexcept {
+    return state_->executor;
+}
+
 }  // namespace flypg::pg

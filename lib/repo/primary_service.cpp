@@ -10,8 +10,10 @@ void primary_service_impl::add_database(const std::string& name,
     if (databases_.contains(name))
         throw_error(errc::invalid_argument,
                     "database \"" + name + "\" is already registered in this process");
-    databases_.emplace(
-        name, std::make_unique<primary_writes>(std::move(primary), served_metrics(std::move(metrics), name)));
+    auto writes =
+        std::make_unique<primary_writes>(std::move(primary), served_metrics(std::move(metrics), name));
+    writes->after_commit = &after_commit;
+    databases_.emplace(name, std::move(writes));
 }
 
 void primary_service_impl::remove_database(const std::string& name) noexcept {
@@ -115,6 +117,17 @@ asio::awaitable<rpc::write_result> primary_service::execute_on(std::string datab
                                                                std::vector<rpc::statement> statements) {
     detail::primary_writes& target = database.empty() ? impl_->only_database() : impl_->database(database);
     co_return co_await target.execute(std::move(statements));
+}
+
+asio::awaitable<rpc::write_result> primary_service::execute_once(std::string database,
+                                                                 std::vector<rpc::statement> statements,
+                                                                 std::string request_id) {
+    detail::primary_writes& target = database.empty() ? impl_->only_database() : impl_->database(database);
+    co_return co_await target.execute_once(std::move(statements), std::move(request_id));
+}
+
+void primary_service::set_after_commit_hook(std::function<void()> hook) {
+    impl_->after_commit = std::move(hook);
 }
 
 asio::awaitable<std::unique_ptr<rpc::transaction_session>> primary_service::begin_on(std::string database) {

@@ -33,6 +33,9 @@ class primary_service_impl {
     asio::awaitable<std::pair<std::vector<rpc::value>, std::uint64_t>> run_transaction(
         const std::string& database, const std::string& name, std::vector<rpc::value> args);
 
+    /// Given to every database's primary_writes (see primary_service::set_after_commit_hook).
+    std::function<void()> after_commit;
+
   private:
     std::map<std::string, std::unique_ptr<primary_writes>, std::less<>> databases_;
     std::map<std::string, primary_transaction_fn, std::less<>> transactions_;

@@ -1,9 +1,15 @@
 #include "repo/primary_writes.hpp"
 
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+
 #include <chrono>
+#include <cstring>
+#include <span>
 
 #include "flypg/replication/commit_lsn.hpp"
 #include "repo/rpc_conversion.hpp"
+#include "repo/write_requests.hpp"
 
 namespace flypg::detail {
 namespace {
@@ -37,6 +43,49 @@ std::vector<pg::statement> commit_batch() {
     batch[0].sync = pg::sync_after::yes;
     batch[1].sql = std::string(replication::commit_lsn_sql);
     return batch;
+}
+
+// BEGIN, the synchronous-commit guarantee (see begin_synchronous), the claim of the id, then the
+// statements; one Sync at the end, so the block stays open for the second round trip.
+std::vector<pg::statement> claimed_batch(std::vector<rpc::statement> statements,
+                                         const std::string& request_id) {
+    std::vector<pg::statement> batch;
+    batch.reserve(statements.size() + 3);
+    batch.push_back({"BEGIN"});
+    batch.push_back(
+        {"SELECT set_config('synchronous_commit', 'local', true) WHERE "
+         "current_setting('synchronous_commit') = 'off'"});
+    pg::params id{request_id};
+    batch.push_back({std::string(claim_request_sql), std::move(id)});
+    for (rpc::statement& s : statements) batch.push_back({std::move(s.sql), to_pg_params(s.params)});
+    batch.back().sync = pg::sync_after::yes;
+    return batch;
+}
+
+// The first statement of the batch that failed, if any.
+const pg::result* first_failure(const std::vector<pg::result>& results) {
+    for (const pg::result& r : results)
+        if (r.error()) return &r;
+    return nullptr;
+}
+
+// A repeat: what the run that committed under the id answered, and the current flush LSN, which
+// is at or past that run's commit.
+asio::awaitable<rpc::write_result> stored_outcome(pg::connection& conn,
+                                                  const std::string& request_id,
+                                                  served_metrics& measures) {
+    pg::params id{request_id};
+    pg::result stored = co_await conn.query(std::string(stored_results_sql), std::move(id));
+    pg::result now = co_await conn.query(std::string(replication::commit_lsn_sql));
+    if (stored.size() != 1)
+        throw_error(errc::protocol_error, "the forwarded write's request id vanished while it was looked up");
+    const auto bytes = stored[0].get<pg::bytes>(0);
+    rpc::write_result out;
+    out.results = decode_results(std::span<const std::uint8_t>(
+        reinterpret_cast<const std::uint8_t*>(bytes.data.data()), bytes.data.size()));
+    out.commit_lsn = lsn::parse(now[0].text(0)).value();
+    measures.repeated_writes.inc();
+    co_return out;
 }
 
 }  // namespace
@@ -83,7 +132,11 @@ served_metrics::served_metrics(std::shared_ptr<metrics::registry> r, const std::
                                            {{"database", database}, {"kind", "named"}})),
       named_transaction_failures(registry->counter("flypg_served_transaction_failures_total",
                                                    "Named transactions run for other nodes that failed",
-                                                   {{"database", database}, {"kind", "named"}})) {}
+                                                   {{"database", database}, {"kind", "named"}})),
+      repeated_writes(registry->counter("flypg_served_repeated_writes_total",
+                                        "Forwarded writes sent again under a request id that had committed: "
+                                        "answered with the first run's results, not run again",
+                                        {{"database", database}})) {}
 
 asio::awaitable<rpc::write_result> primary_writes::execute(std::vector<rpc::statement> statements) {
     const auto start = std::chrono::steady_clock::now();
@@ -113,6 +166,97 @@ asio::awaitable<rpc::write_result> primary_writes::run(std::vector<rpc::statemen
     out.commit_lsn = done.commit_lsn.value();
     out.results.reserve(done.results.size());
     for (const pg::result& r : done.results) out.results.push_back(to_rpc_result(r));
+    co_return out;
+}
+
+asio::awaitable<rpc::write_result> primary_writes::execute_once(std::vector<rpc::statement> statements,
+                                                                std::string request_id) {
+    const auto start = std::chrono::steady_clock::now();
+    try {
+        rpc::write_result out = co_await run_once(std::move(statements), std::move(request_id));
+        measures_.writes.inc();
+        measures_.write_seconds.observe(std::chrono::steady_clock::now() - start);
+        co_return out;
+    } catch (...) {
+        measures_.write_failures.inc();
+        throw;
+    }
+}
+
+asio::awaitable<void> primary_writes::prepare_request_table(pg::connection& conn) {
+    if (request_table_ready_) co_return;
+    try {
+        co_await conn.query(std::string(write_requests_ddl));
+    } catch (const flypg::error& e) {
+        // Two nodes creating it at once: one of them loses a race on the catalog, and the table
+        // is there all the same.
+        if (e.code() != sqlstate("23505") && e.code() != sqlstate("42P07")) throw;
+    }
+    request_table_ready_ = true;
+}
+
+void primary_writes::expire_old_requests() {
+    const auto now = std::chrono::steady_clock::now();
+    if (last_expiry_ != std::chrono::steady_clock::time_point{} && now - last_expiry_ < std::chrono::hours(1))
+        return;
+    last_expiry_ = now;
+    auto expire = [](std::shared_ptr<pg::pool> primary) -> asio::awaitable<void> {
+        try {
+            pg::pooled_connection conn = co_await primary->acquire();
+            pg::params age{static_cast<double>(std::chrono::seconds(write_request_retention).count())};
+            co_await conn->query(std::string(expire_requests_sql), std::move(age));
+        } catch (const std::exception&) {
+            // Tried again in an hour; old ids cost a little space, nothing else.
+        }
+    };
+    asio::co_spawn(primary_->get_executor(), expire(primary_), asio::detached);
+}
+
+asio::awaitable<rpc::write_result> primary_writes::run_once(std::vector<rpc::statement> statements,
+                                                            std::string request_id) {
+    if (statements.empty()) throw_error(errc::invalid_argument, "the forwarded write holds no statement");
+    for (std::size_t i = 0; i < statements.size(); ++i)
+        pg::check_sql_text(statements[i].sql, statement_label(i, statements.size()));
+    pg::pooled_connection conn = co_await primary_->acquire();
+    co_await prepare_request_table(*conn);
+    expire_old_requests();
+
+    // One round trip: the claim first (so that a repeat never runs its statements against the
+    // first run's effects), then the statements, in an open transaction block.
+    const std::size_t count = statements.size();
+    std::vector<pg::statement> batch = claimed_batch(std::move(statements), request_id);
+    std::vector<pg::result> results = co_await conn->pipeline(std::move(batch));
+    const pg::result& claim = results[2];
+    const bool repeat = !claim.error() && claim.affected_rows() == 0;
+    if (repeat || claim.error() || first_failure(results)) {
+        co_await conn->query("ROLLBACK");
+        if (!repeat) {
+            claim.throw_if_error();
+            first_failure(results)->throw_if_error();
+        }
+        co_return co_await stored_outcome(*conn, request_id, measures_);
+    }
+    rpc::write_result out;
+    out.results.reserve(count);
+    for (std::size_t i = 0; i < count; ++i) out.results.push_back(to_rpc_result(results[3 + i]));
+    // Second round trip: the results stored under the id, the commit, its LSN.
+    const std::vector<std::uint8_t> encoded = encode_results(out.results);
+    pg::bytes blob;
+    blob.data.resize(encoded.size());
+    if (!encoded.empty()) std::memcpy(blob.data.data(), encoded.data(), encoded.size());
+    pg::params stored{request_id, std::move(blob)};
+    std::vector<pg::statement> finish(3);
+    finish[0].sql = std::string(store_results_sql);
+    finish[0].params = std::move(stored);
+    finish[1].sql = "COMMIT";
+    finish[1].sync = pg::sync_after::yes;
+    finish[2].sql = std::string(replication::commit_lsn_sql);
+    std::vector<pg::result> done = co_await conn->pipeline(std::move(finish));
+    for (const pg::result& r : done) r.throw_if_error();
+    if (done[2].size() != 1 || done[2][0].is_null(0))
+        throw_error(errc::protocol_error, "pg_current_wal_flush_lsn() returned no value on the primary");
+    out.commit_lsn = lsn::parse(done[2][0].text(0)).value();
+    if (after_commit != nullptr && *after_commit) (*after_commit)();
     co_return out;
 }
 

@@ -2,6 +2,8 @@
 // a replica must replay to see them (replication/commit_lsn.hpp explains which LSN, and why).
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -24,6 +26,7 @@ struct served_metrics {
     metrics::counter& interactive_transactions;
     metrics::counter& named_transactions;
     metrics::counter& named_transaction_failures;
+    metrics::counter& repeated_writes;
 };
 
 /// A write_executor over a pool of connections to the primary database.
@@ -35,12 +38,27 @@ class primary_writes final : public rpc::write_executor {
     /// Runs the statements as one transaction in one round trip, commit LSN included.
     asio::awaitable<rpc::write_result> execute(std::vector<rpc::statement> statements) override;
     asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin() override;
+    /// Runs the statements at most once per `request_id` (write_requests.hpp): a repeat answers
+    /// with the first run's results and the current flush LSN, which covers that run's commit.
+    asio::awaitable<rpc::write_result> execute_once(std::vector<rpc::statement> statements,
+                                                    std::string request_id);
+
+    /// For fault-injection tests: called after a write with a request id committed, before its
+    /// answer leaves (a test makes the serving node die there). Owned by the primary_service.
+    const std::function<void()>* after_commit = nullptr;
 
     pg::pool& pool() noexcept { return *primary_; }
     served_metrics& measures() noexcept { return measures_; }
 
   private:
     asio::awaitable<rpc::write_result> run(std::vector<rpc::statement> statements);
+    asio::awaitable<rpc::write_result> run_once(std::vector<rpc::statement> statements,
+                                                std::string request_id);
+    asio::awaitable<void> prepare_request_table(pg::connection& conn);
+    void expire_old_requests();
+
+    bool request_table_ready_ = false;
+    std::chrono::steady_clock::time_point last_expiry_{};
 
     std::shared_ptr<pg::pool> primary_;
     served_metrics measures_;

@@ -1,5 +1,10 @@
 #include "flypg/repo.hpp"
 
+#include <asio/steady_timer.hpp>
+
+#include <algorithm>
+#include <random>
+
 #include "core/log_text.hpp"
 #include "flypg/replication/commit_lsn.hpp"
 #include "flypg/replication/pg_replay_source.hpp"
@@ -21,6 +26,7 @@ struct repo_metrics {
     metrics::histogram& write_seconds_local;
     metrics::histogram& write_seconds_forwarded;
     metrics::histogram& rpc_seconds;
+    metrics::counter& write_retries;
     metrics::histogram& wait_seconds;
 
     /// Counts a failed write by kind: what a dashboard needs to tell "the SQL was wrong" from
@@ -77,6 +83,14 @@ class repo_impl {
     /// too slow, and not_replicating when it is not a standby and not the primary itself.
     asio::awaitable<void> wait(lsn target, std::chrono::milliseconds timeout);
     std::string not_replicating_text(lsn target) const;
+    /// Forwards a write under call.request_id, again and again while its outcome is unknown,
+    /// until `deadline`.
+    asio::awaitable<rpc::write_result> forward_at_most_once(std::vector<rpc::statement> statements,
+                                                            rpc::call_options call,
+                                                            std::chrono::steady_clock::time_point deadline);
+    /// 128 random bits in hex: unique across nodes without coordination.
+    std::string new_request_id();
+    std::mt19937_64 random_bits{std::random_device{}()};
     pg::pool& primary_pool();
 };
 
@@ -229,6 +243,9 @@ repo_metrics::repo_metrics(metrics::registry& r, const std::string& database)
                               "Round trip of forwarded writes to the primary region",
                               metrics::latency_buckets(),
                               {{"database", database}})),
+      write_retries(r.counter("flypg_write_retries_total",
+                              "Forwarded writes sent again under their request id after an unknown outcome",
+                              {{"database", database}})),
       wait_seconds(r.histogram("flypg_replication_wait_seconds",
                                "Time from the primary's answer until the local replica replayed the write",
                                metrics::latency_buckets(),
@@ -300,6 +317,20 @@ asio::awaitable<write_result> repo_impl::write(std::vector<pg::statement> statem
 asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> statements, write_options o) {
     const effective_options eff = resolve(o);
     write_result out;
+    if (node.is_primary() && o.idempotency_key && service) {
+        // The caller's key is kept here too, so that a repeat from any region finds it.
+        std::vector<rpc::statement> keyed;
+        keyed.reserve(statements.size());
+        for (pg::statement& s : statements) keyed.push_back({std::move(s.sql), to_rpc_values(s.params)});
+        rpc::write_result done = co_await service->impl()
+                                     .database(options.name)
+                                     .execute_once(std::move(keyed), *o.idempotency_key);
+        for (const rpc::statement_result& r : done.results) out.results.push_back(to_pg_result(r));
+        out.commit_lsn = lsn::from_value(done.commit_lsn);
+        out.route = write_route::local_primary;
+        out.replicated = true;
+        co_return out;
+    }
     if (node.is_primary()) {
         // In the primary region: run here, and nothing to wait for (reads go to the primary too).
         pg::pooled_connection conn = co_await primary_pool().acquire();
@@ -315,10 +346,11 @@ asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> 
     forwarded.reserve(statements.size());
     for (pg::statement& s : statements) forwarded.push_back({std::move(s.sql), to_rpc_values(s.params)});
     rpc::call_options call;
-    call.timeout = eff.rpc_timeout;
     call.database = options.name;
+    call.request_id = o.idempotency_key.value_or(new_request_id());
     const auto sent = std::chrono::steady_clock::now();
-    rpc::write_result reply = co_await node.forward_write(std::move(forwarded), call);
+    rpc::write_result reply =
+        co_await forward_at_most_once(std::move(forwarded), call, sent + eff.rpc_timeout);
     measures.rpc_seconds.observe(std::chrono::steady_clock::now() - sent);
     out.results.reserve(reply.results.size());
     for (const rpc::statement_result& r : reply.results) out.results.push_back(to_pg_result(r));
@@ -329,6 +361,53 @@ asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> 
         out.replicated = true;
     }
     co_return out;
+}
+
+asio::awaitable<rpc::write_result> repo_impl::forward_at_most_once(
+    std::vector<rpc::statement> statements,
+    rpc::call_options call,
+    std::chrono::steady_clock::time_point deadline) {
+    // The request id makes every attempt after the first safe: the serving node runs the write at
+    // most once and answers a repeat with the first run's results. So a write whose answer was
+    // lost (a node died, a connection broke) is sent again, to the same or another primary-region
+    // node, until the deadline; outcome_unknown is left only once that has passed.
+    std::chrono::milliseconds pause{10};
+    for (int attempt = 1;; ++attempt) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        call.timeout = std::max(left, std::chrono::milliseconds(1));
+        std::error_code code;
+        std::string what;
+        try {
+            co_return co_await node.forward_write(statements, call);
+        } catch (const flypg::error& e) {
+            code = e.code();
+            what = e.what();
+            const bool may_try_again = code == errc::outcome_unknown || code == errc::no_node_in_region ||
+                                       code == errc::transport_error;
+            if (!may_try_again || std::chrono::steady_clock::now() + pause >= deadline) {
+                if (attempt == 1) throw;
+                throw_error(code,
+                            what + " (after " + std::to_string(attempt) + " attempts with request id " +
+                                call.request_id + ")");
+            }
+        }
+        measures.write_retries.inc();
+        asio::steady_timer wait_a_moment(executor, pause);
+        co_await wait_a_moment.async_wait(asio::use_awaitable);
+        pause = std::min(pause * 2, std::chrono::milliseconds(200));
+    }
+}
+
+std::string repo_impl::new_request_id() {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string id;
+    id.reserve(32);
+    for (int i = 0; i < 2; ++i) {
+        const std::uint64_t v = random_bits();
+        for (int shift = 60; shift >= 0; shift -= 4) id += hex[(v >> shift) & 0xf];
+    }
+    return id;
 }
 
 }  // namespace detail

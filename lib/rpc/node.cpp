@@ -660,8 +660,11 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
                     "database executor)",
                     flypg::origin::local);
             }
-            auto r = co_await with_deadline(ctx_->writes->execute_on(options.database, std::move(statements)),
-                                            deadline);
+            auto r = co_await with_deadline(
+                options.request_id.empty()
+                    ? ctx_->writes->execute_on(options.database, std::move(statements))
+                    : ctx_->writes->execute_once(options.database, std::move(statements), options.request_id),
+                deadline);
             if (!r) {
                 throw make_error(errc::outcome_unknown,
                                  "write timed out after " + ms(options.timeout) + "; it may have committed",
@@ -670,6 +673,13 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
             co_return std::move(*r);
         }
         const std::string what = "write forwarded to region " + region;
+        if (options.request_id.size() > max_request_id_bytes) {
+            throw make_error(errc::invalid_argument,
+                             what + ": call_options::request_id is " +
+                                 std::to_string(options.request_id.size()) + " bytes (at most " +
+                                 std::to_string(max_request_id_bytes) + "); nothing was sent",
+                             flypg::origin::local);
+        }
         std::size_t estimate = 64;
         for (const auto& s : statements) estimate += 32 + s.sql.size() + wire_size(s.params);
         if (estimate > payload_limit_bytes(*ctx_)) {
@@ -683,6 +693,7 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         auto send = [&](peer_connection& peer) {
             auto req = peer.session().writeRequest();
             req.setDatabase(options.database);
+            req.setRequestId(options.request_id);
             auto list = req.initStatements(static_cast<unsigned>(statements.size()));
             for (unsigned i = 0; i < statements.size(); ++i) encode(statements[i], list[i]);
             check_size(req.totalSize(), what_text);

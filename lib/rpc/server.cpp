@@ -8,6 +8,7 @@
 
 #include <exception>
 #include <optional>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -89,10 +90,16 @@ struct write_outcome {
 
 asio::awaitable<write_outcome> run_write(std::shared_ptr<node_context> ctx,
                                          std::string database,
-                                         std::vector<statement> statements) {
+                                         std::vector<statement> statements,
+                                         std::string request_id) {
     write_outcome out;
     try {
-        out.result = co_await ctx->writes->execute_on(std::move(database), std::move(statements));
+        if (request_id.empty()) {
+            out.result = co_await ctx->writes->execute_on(std::move(database), std::move(statements));
+        } else {
+            out.result = co_await ctx->writes->execute_once(
+                std::move(database), std::move(statements), std::move(request_id));
+        }
     } catch (...) {
         out.error = failure_from_exception(std::current_exception(), Kind::INTERNAL);
         co_return out;
@@ -380,9 +387,14 @@ class session_server final : public wire::Session::Server {
         }
         std::vector<statement> statements;
         std::string database;
+        std::string request_id;
         try {
             statements = decode(context.getParams().getStatements());
             database = to_string(context.getParams().getDatabase());
+            request_id = to_string(context.getParams().getRequestId());
+            if (request_id.size() > max_request_id_bytes)
+                throw std::invalid_argument("the request id is " + std::to_string(request_id.size()) +
+                                            " bytes (at most " + std::to_string(max_request_id_bytes) + ")");
         } catch (const std::exception& e) {
             encode(make_failure(Kind::INVALID_ARGUMENT, e.what()), result.initFailure());
             return kj::READY_NOW;
@@ -392,7 +404,8 @@ class session_server final : public wire::Session::Server {
         // the caller gives up; the caller reports that the outcome is unknown.
         context.allowCancellation();
         auto run =
-            to_kj(*conn_->ctx->runtime, run_write(conn_->ctx, std::move(database), std::move(statements)));
+            to_kj(*conn_->ctx->runtime,
+                  run_write(conn_->ctx, std::move(database), std::move(statements), std::move(request_id)));
         return counted(conn_, run.then([context](write_outcome out) mutable {
             auto r = context.getResults().getResult();
             if (out.error) {

@@ -96,6 +96,8 @@ class pool {
 
     pool_stats stats() const noexcept;
     const pool_options& options() const noexcept;
+    /// The executor its connections run on.
+    asio::any_io_executor get_executor() const noexcept;
 
     /// Closes idle connections and fails current and future acquires with errc::pool_closed.
     void close() noexcept;

@@ -151,6 +151,11 @@ struct call_options {
     /// Forwarded writes and transactions: the database they are for, on the serving node (its
     /// write_executor::execute_on / begin_on get it). Empty: the node's only database.
     std::string database;
+    /// Forwarded writes: the caller's id for this write (at most 128 bytes). The serving node
+    /// runs a write at most once per id (write_executor::execute_once) and answers a repeat with
+    /// the first run's results: sending the same id again after an outcome_unknown is safe.
+    /// Empty: no id (every attempt runs).
+    std::string request_id;
 };
 
 /// A peer as the registry sees it.

@@ -88,6 +88,15 @@ class write_executor {
         (void)database;
         co_return co_await execute(std::move(statements));
     }
+    /// execute_on() at most once per `request_id` (never empty here; see call_options::request_id):
+    /// an id seen before answers with the results of the run that committed under it, without
+    /// running again. The default cannot remember ids and runs every attempt.
+    virtual asio::awaitable<write_result> execute_once(std::string database,
+                                                       std::vector<statement> statements,
+                                                       std::string request_id) {
+        (void)request_id;
+        co_return co_await execute_on(std::move(database), std::move(statements));
+    }
     /// Opens an interactive transaction.
     virtual asio::awaitable<std::unique_ptr<transaction_session>> begin() = 0;
     /// begin() on the database named `database`; the default ignores the name.

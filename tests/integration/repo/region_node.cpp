@@ -2,7 +2,8 @@
 //
 //   flypg_repo_test_node --region=ams --primary_region=ams --secret=S --peers=host:port,...
 //                        --databases=main=<url>[;second=<url>]
-//                        [--handshake_timeout_ms=N] [--max_unauthenticated=N]
+//                        [--handshake_timeout_ms=N] [--max_unauthenticated=N] [--exit_after_commits=N]
+//                        [--port=N]
 //
 // Each database's URL serves as both local and primary URL (this node is meant for the primary
 // region). Registers the named transactions the tests call and a test.metrics procedure, prints "LISTENING
@@ -14,6 +15,7 @@
 
 #include <asio.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <list>
 
 #include "flypg/repo.hpp"
@@ -27,6 +29,12 @@ ABSL_FLAG(std::string, peers, "", "peers, host:port,...");
 ABSL_FLAG(std::string, databases, "", "name=url;name=url");
 ABSL_FLAG(int, handshake_timeout_ms, 5000, "node_options::handshake_timeout");
 ABSL_FLAG(int, max_unauthenticated, 256, "node_options::max_unauthenticated_connections");
+ABSL_FLAG(int, port, 0, "RPC port (0: any free one)");
+ABSL_FLAG(
+    int,
+    exit_after_commits,
+    0,
+    "dies (exit 137) right after the Nth forwarded write with a request id committed, before answering it");
 
 namespace {
 
@@ -67,13 +75,22 @@ asio::awaitable<std::vector<value>> fail_with_duplicate(flypg::pg::connection& c
 int main(int argc, char** argv) {
     absl::ParseCommandLine(argc, argv);
     auto service = std::make_shared<flypg::primary_service>();
+    if (const int n = absl::GetFlag(FLAGS_exit_after_commits); n > 0) {
+        // The fault the exactly-once tests need: committed, and the answer never sent.
+        service->set_after_commit_hook([n, commits = 0]() mutable {
+            if (++commits == n) {
+                std::fprintf(stderr, "[region node] exiting after commit %d, before answering\n", n);
+                std::_Exit(137);
+            }
+        });
+    }
     service->add_transaction("insert_pair", insert_pair);
     service->add_transaction("sleep_then_insert", sleep_then_insert);
     service->add_transaction("fail_with_duplicate", fail_with_duplicate);
 
     flypg::rpc::node_options options;
     options.listen_address = "127.0.0.1";
-    options.listen_port = 0;
+    options.listen_port = static_cast<std::uint16_t>(absl::GetFlag(FLAGS_port));
     options.region = absl::GetFlag(FLAGS_region);
     options.primary_region = absl::GetFlag(FLAGS_primary_region);
     options.cluster_secret = absl::GetFlag(FLAGS_secret);

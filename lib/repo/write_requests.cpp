@@ -1,0 +1,117 @@
+#include "repo/write_requests.hpp"
+
+#include <cstring>
+
+#include "flypg/error.hpp"
+
+namespace flypg::detail {
+namespace {
+
+// Little endian, lengths before contents.
+class writer {
+  public:
+    void u8(std::uint8_t v) { out.push_back(v); }
+    void u32(std::uint32_t v) {
+        for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+    }
+    void u64(std::uint64_t v) {
+        for (int i = 0; i < 8; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+    }
+    void text(std::string_view s) {
+        u32(static_cast<std::uint32_t>(s.size()));
+        out.insert(out.end(), s.begin(), s.end());
+    }
+    std::vector<std::uint8_t> out;
+};
+
+class reader {
+  public:
+    explicit reader(std::span<const std::uint8_t> in) : in_(in) {}
+    std::uint8_t u8() { return take(1)[0]; }
+    std::uint32_t u32() {
+        const auto b = take(4);
+        std::uint32_t v = 0;
+        for (int i = 3; i >= 0; --i) v = (v << 8) | b[static_cast<std::size_t>(i)];
+        return v;
+    }
+    std::uint64_t u64() {
+        const auto b = take(8);
+        std::uint64_t v = 0;
+        for (int i = 7; i >= 0; --i) v = (v << 8) | b[static_cast<std::size_t>(i)];
+        return v;
+    }
+    std::string text() {
+        const auto b = take(u32());
+        return {reinterpret_cast<const char*>(b.data()), b.size()};
+    }
+    /// A count of items that take at least `min_bytes` each: bounded by what is left.
+    std::uint32_t count(std::size_t min_bytes) {
+        const std::uint32_t n = u32();
+        if (n > (in_.size() - at_) / min_bytes) fail();
+        return n;
+    }
+    bool done() const noexcept { return at_ == in_.size(); }
+
+  private:
+    std::span<const std::uint8_t> take(std::size_t n) {
+        if (n > in_.size() - at_) fail();
+        const auto b = in_.subspan(at_, n);
+        at_ += n;
+        return b;
+    }
+    [[noreturn]] static void fail() {
+        throw_error(errc::protocol_error, "the stored results of a forwarded write are malformed");
+    }
+    std::span<const std::uint8_t> in_;
+    std::size_t at_ = 0;
+};
+
+}  // namespace
+
+std::vector<std::uint8_t> encode_results(const std::vector<rpc::statement_result>& results) {
+    writer w;
+    w.u32(static_cast<std::uint32_t>(results.size()));
+    for (const rpc::statement_result& r : results) {
+        w.u64(r.affected_rows);
+        w.u32(static_cast<std::uint32_t>(r.columns.size()));
+        for (const rpc::column& c : r.columns) {
+            w.text(c.name);
+            w.u32(c.type_oid);
+        }
+        w.u32(static_cast<std::uint32_t>(r.rows.size()));
+        for (const auto& row : r.rows) {
+            for (const auto& cell : row) {
+                w.u8(cell ? 1 : 0);
+                if (cell) w.text(*cell);
+            }
+        }
+    }
+    return std::move(w.out);
+}
+
+std::vector<rpc::statement_result> decode_results(std::span<const std::uint8_t> bytes) {
+    reader r(bytes);
+    std::vector<rpc::statement_result> out(r.count(16));
+    for (rpc::statement_result& result : out) {
+        result.affected_rows = r.u64();
+        result.columns.resize(r.count(8));
+        for (rpc::column& c : result.columns) {
+            c.name = r.text();
+            c.type_oid = r.u32();
+        }
+        // A row takes a byte per cell at least; rows of no column take none, and are bounded apart.
+        const std::uint32_t rows = result.columns.empty() ? r.u32() : r.count(result.columns.size());
+        if (result.columns.empty() && rows > (1u << 20))
+            throw_error(errc::protocol_error, "the stored results of a forwarded write are malformed");
+        result.rows.resize(rows);
+        for (auto& row : result.rows) {
+            row.resize(result.columns.size());
+            for (auto& cell : row)
+                if (r.u8() != 0) cell = r.text();
+        }
+    }
+    if (!r.done()) throw_error(errc::protocol_error, "the stored results of a forwarded write are malformed");
+    return out;
+}
+
+}  // namespace flypg::detail

@@ -1,0 +1,160 @@
+// Forwarded writes run at most once: a write whose answer was lost is sent again under its request
+// id, and the primary-region node that receives the repeat answers with the first run's results
+// instead of running it again. The fault is the one that matters: the serving node dies after the
+// commit and before the answer (flypg_repo_test_node --exit_after_commits).
+#include <gtest/gtest.h>
+
+#include <asio.hpp>
+
+#include <thread>
+
+#include "repo_world.hpp"
+
+namespace {
+
+using namespace flypg::test::repo_world;
+
+std::string once_table() {
+    return table_name() + "_once";
+}
+
+// A table without a unique constraint: a write that ran twice shows as two rows.
+void create_once_table(asio::io_context& io) {
+    run(io, []() -> asio::awaitable<void> {
+        auto ex = co_await asio::this_coro::executor;
+        flypg::pg::connect_options o;
+        o.conninfo = flypg::test::primary_conninfo();
+        flypg::pg::connection primary = co_await flypg::pg::connection::connect(ex, o);
+        co_await primary.query("DROP TABLE IF EXISTS " + once_table());
+        co_await primary.query("CREATE TABLE " + once_table() + " (id bigserial PRIMARY KEY, note text)");
+        o.conninfo = flypg::test::replica_conninfo();
+        flypg::pg::connection replica = co_await flypg::pg::connection::connect(ex, o);
+        for (;;) {
+            flypg::pg::params name{once_table()};
+            flypg::pg::result r =
+                co_await replica.query("SELECT to_regclass($1) IS NOT NULL", std::move(name));
+            if (r[0].get<bool>(0)) break;
+            asio::steady_timer t(ex, 5ms);
+            co_await t.async_wait(asio::use_awaitable);
+        }
+    }());
+}
+
+// Rows per note on the primary.
+std::map<std::string, std::int64_t> rows_by_note(asio::io_context& io, const std::string& prefix) {
+    return run(io, [&]() -> asio::awaitable<std::map<std::string, std::int64_t>> {
+        flypg::pg::connect_options o;
+        o.conninfo = flypg::test::primary_conninfo();
+        flypg::pg::connection primary =
+            co_await flypg::pg::connection::connect(co_await asio::this_coro::executor, o);
+        flypg::pg::params like{prefix + "%"};
+        flypg::pg::result r = co_await primary.query(
+            "SELECT note, count(*) FROM " + once_table() + " WHERE note LIKE $1 GROUP BY note",
+            std::move(like));
+        std::map<std::string, std::int64_t> out;
+        for (flypg::pg::row row : r) out[row.get<std::string>(0)] = row.get<std::int64_t>(1);
+        co_return out;
+    }());
+}
+
+class ExactlyOnce : public ::testing::Test {
+  protected:
+    static void SetUpTestSuite() {
+        asio::io_context io;
+        create_once_table(io);
+    }
+    asio::io_context io;
+};
+
+TEST_F(ExactlyOnce, AWriteWhoseServingNodeDiedBeforeAnsweringRunsOnceAndReturnsItsResults) {
+    const std::uint16_t second_port = flypg::test::free_port();
+    auto first = std::make_unique<region_node_process>(primary_node_args({"--exit_after_commits=3"}));
+    std::unique_ptr<region_node_process> second;
+    replica_region world(io, {first->address(), "127.0.0.1:" + std::to_string(second_port)});
+    run(io, world.node->wait_for_region("ams", 10s));
+
+    // The second primary-region node starts once the first has died: the lost write can only be
+    // answered by a node that did not run it.
+    std::thread starter([&] {
+        for (int i = 0; i < 1000 && first->running(); ++i) std::this_thread::sleep_for(10ms);
+        second = std::make_unique<region_node_process>(
+            primary_node_args({"--port=" + std::to_string(second_port)}));
+    });
+
+    const std::string prefix = "once " + std::to_string(::getpid()) + " ";
+    std::vector<std::int64_t> returned_ids;
+    std::string failure;
+    try {
+        run(
+            io,
+            [&]() -> asio::awaitable<void> {
+                for (int i = 0; i < 8; ++i) {
+                    flypg::sql::column_values row{{"note", prefix + std::to_string(i)}};
+                    flypg::write_result w = co_await world.db->insert(once_table(), std::move(row));
+                    EXPECT_TRUE(w.replicated);
+                    returned_ids.push_back(w.rows().at(0).get<std::int64_t>("id"));
+                }
+            }(),
+            60s);
+    } catch (const std::exception& e) {
+        failure = e.what();
+    }
+    starter.join();
+    EXPECT_EQ(failure, "");
+    EXPECT_FALSE(first->running()) << "the first node should have died after its third commit";
+    ASSERT_TRUE(second) << "the second node never started";
+
+    // Every write exactly once, and the lost one's answer is the row it really wrote.
+    const auto rows = rows_by_note(io, prefix);
+    ASSERT_EQ(rows.size(), 8u);
+    for (const auto& [note, count] : rows) EXPECT_EQ(count, 1) << note << " ran " << count << " times";
+    ASSERT_EQ(returned_ids.size(), 8u);
+    const std::int64_t third_id = run(io, [&]() -> asio::awaitable<std::int64_t> {
+        flypg::pg::params third{prefix + "2"};
+        flypg::pg::result r =
+            co_await world.db->query("SELECT id FROM " + once_table() + " WHERE note = $1", std::move(third));
+        co_return r.at(0).get<std::int64_t>(0);
+    }());
+    EXPECT_EQ(returned_ids[2], third_id);
+    // The second node answered it as a repeat; the caller sent it again once.
+    const std::string served = run(io, [&]() -> asio::awaitable<std::string> {
+        std::vector<flypg::rpc::value> none;
+        auto reply = co_await world.node->call_primary("test.metrics", std::move(none));
+        co_return std::get<std::string>(reply.at(0));
+    }());
+    EXPECT_NE(served.find("flypg_served_repeated_writes_total{database=\"main\"} 1"), std::string::npos)
+        << served;
+    EXPECT_NE(world.db->render_metrics().find("flypg_write_retries_total{database=\"main\"}"),
+              std::string::npos);
+    std::printf(
+        "exactly once: 8 writes, the serving node killed between the 3rd commit and its answer: "
+        "%zu rows, 0 duplicates\n",
+        rows.size());
+}
+
+TEST_F(ExactlyOnce, AnIdempotencyKeyReturnsTheFirstOutcomeToALaterCall) {
+    region_node_process primary(primary_node_args());
+    replica_region world(io, {primary.address()});
+    run(io, world.node->wait_for_region("ams", 10s));
+    const std::string note = "keyed " + std::to_string(::getpid());
+    const std::string key = "order-" + std::to_string(::getpid()) + "-1";
+    std::int64_t first_id = 0;
+    std::int64_t second_id = 0;
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::write_options keyed;
+        keyed.idempotency_key = key;
+        flypg::pg::params p1{note};
+        flypg::write_result a = co_await world.db->execute(
+            "INSERT INTO " + once_table() + " (note) VALUES ($1) RETURNING id", std::move(p1), keyed);
+        first_id = a.rows().at(0).get<std::int64_t>("id");
+        flypg::pg::params p2{note};
+        flypg::write_result b = co_await world.db->execute(
+            "INSERT INTO " + once_table() + " (note) VALUES ($1) RETURNING id", std::move(p2), keyed);
+        second_id = b.rows().at(0).get<std::int64_t>("id");
+        EXPECT_TRUE(b.replicated);
+    }());
+    EXPECT_EQ(first_id, second_id);
+    EXPECT_EQ(rows_by_note(io, note)[note], 1);
+}
+
+}  // namespace
