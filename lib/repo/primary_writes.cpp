@@ -45,6 +45,20 @@ std::vector<pg::statement> commit_batch() {
     return batch;
 }
 
+// With synchronous_commit = off, COMMIT returns before its record is flushed and the flush
+// position read after it could be short of it; `local` restores that for this transaction.
+constexpr std::string_view keep_commit_synchronous =
+    "SELECT set_config('synchronous_commit', 'local', true) WHERE current_setting('synchronous_commit') = "
+    "'off'";
+
+// What a peer sends is checked before a connection is taken: an empty write would commit an
+// empty transaction, and SQL text with a NUL byte would be cut short by libpq.
+void check_forwarded(const std::vector<rpc::statement>& statements) {
+    if (statements.empty()) throw_error(errc::invalid_argument, "the forwarded write holds no statement");
+    for (std::size_t i = 0; i < statements.size(); ++i)
+        pg::check_sql_text(statements[i].sql, statement_label(i, statements.size()));
+}
+
 // BEGIN, the synchronous-commit guarantee (see begin_synchronous), the claim of the id, then the
 // statements; one Sync at the end, so the block stays open for the second round trip.
 std::vector<pg::statement> claimed_batch(std::vector<rpc::statement> statements,
@@ -93,11 +107,7 @@ asio::awaitable<rpc::write_result> stored_outcome(pg::connection& conn,
 asio::awaitable<void> begin_synchronous(pg::connection& conn) {
     std::vector<pg::statement> batch(2);
     batch[0].sql = "BEGIN";
-    // With synchronous_commit = off, COMMIT returns before its record is flushed and the flush
-    // position read after it could be short of it; `local` restores that for this transaction.
-    batch[1].sql =
-        "SELECT set_config('synchronous_commit', 'local', true) WHERE current_setting('synchronous_commit') "
-        "= 'off'";
+    batch[1].sql = std::string(keep_commit_synchronous);
     std::vector<pg::result> results = co_await conn.pipeline(std::move(batch));
     for (const pg::result& r : results) r.throw_if_error();
 }
@@ -139,9 +149,18 @@ served_metrics::served_metrics(std::shared_ptr<metrics::registry> r, const std::
                                         {{"database", database}})) {}
 
 asio::awaitable<rpc::write_result> primary_writes::execute(std::vector<rpc::statement> statements) {
+    co_return co_await counted(run(std::move(statements)));
+}
+
+asio::awaitable<rpc::write_result> primary_writes::execute_once(std::vector<rpc::statement> statements,
+                                                                std::string request_id) {
+    co_return co_await counted(run_once(std::move(statements), std::move(request_id)));
+}
+
+asio::awaitable<rpc::write_result> primary_writes::counted(asio::awaitable<rpc::write_result> write) {
     const auto start = std::chrono::steady_clock::now();
     try {
-        rpc::write_result out = co_await run(std::move(statements));
+        rpc::write_result out = co_await std::move(write);
         measures_.writes.inc();
         measures_.write_seconds.observe(std::chrono::steady_clock::now() - start);
         co_return out;
@@ -152,11 +171,7 @@ asio::awaitable<rpc::write_result> primary_writes::execute(std::vector<rpc::stat
 }
 
 asio::awaitable<rpc::write_result> primary_writes::run(std::vector<rpc::statement> statements) {
-    // What a peer sends is checked before a connection is taken: an empty write would commit an
-    // empty transaction, and SQL text with a NUL byte would be cut short by libpq.
-    if (statements.empty()) throw_error(errc::invalid_argument, "the forwarded write holds no statement");
-    for (std::size_t i = 0; i < statements.size(); ++i)
-        pg::check_sql_text(statements[i].sql, statement_label(i, statements.size()));
+    check_forwarded(statements);
     std::vector<pg::statement> batch;
     batch.reserve(statements.size());
     for (rpc::statement& s : statements) batch.push_back({std::move(s.sql), to_pg_params(s.params)});
@@ -167,20 +182,6 @@ asio::awaitable<rpc::write_result> primary_writes::run(std::vector<rpc::statemen
     out.results.reserve(done.results.size());
     for (const pg::result& r : done.results) out.results.push_back(to_rpc_result(r));
     co_return out;
-}
-
-asio::awaitable<rpc::write_result> primary_writes::execute_once(std::vector<rpc::statement> statements,
-                                                                std::string request_id) {
-    const auto start = std::chrono::steady_clock::now();
-    try {
-        rpc::write_result out = co_await run_once(std::move(statements), std::move(request_id));
-        measures_.writes.inc();
-        measures_.write_seconds.observe(std::chrono::steady_clock::now() - start);
-        co_return out;
-    } catch (...) {
-        measures_.write_failures.inc();
-        throw;
-    }
 }
 
 asio::awaitable<void> primary_writes::prepare_request_table(pg::connection& conn) {
@@ -214,9 +215,7 @@ void primary_writes::expire_old_requests() {
 
 asio::awaitable<rpc::write_result> primary_writes::run_once(std::vector<rpc::statement> statements,
                                                             std::string request_id) {
-    if (statements.empty()) throw_error(errc::invalid_argument, "the forwarded write holds no statement");
-    for (std::size_t i = 0; i < statements.size(); ++i)
-        pg::check_sql_text(statements[i].sql, statement_label(i, statements.size()));
+    check_forwarded(statements);
     pg::pooled_connection conn = co_await primary_->acquire();
     co_await prepare_request_table(*conn);
     expire_old_requests();

@@ -51,6 +51,8 @@ class primary_writes final : public rpc::write_executor {
     served_metrics& measures() noexcept { return measures_; }
 
   private:
+    /// Counts `write` in the served metrics.
+    asio::awaitable<rpc::write_result> counted(asio::awaitable<rpc::write_result> write);
     asio::awaitable<rpc::write_result> run(std::vector<rpc::statement> statements);
     asio::awaitable<rpc::write_result> run_once(std::vector<rpc::statement> statements,
                                                 std::string request_id);

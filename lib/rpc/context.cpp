@@ -1,5 +1,7 @@
 #include "rpc/context.hpp"
 
+#include <asio/detached.hpp>
+
 #include <cstdio>
 
 #include "core/log_text.hpp"
@@ -105,6 +107,22 @@ std::string message_limit_text(const node_context& ctx) {
     return "the message limit of " + std::to_string(ctx.max_message_bytes) +
            " bytes (node_options::max_message_bytes; raise it on every node, the serving ones included, "
            "to send larger messages)";
+}
+
+void roll_back_in_background(std::shared_ptr<node_context> ctx,
+                             std::unique_ptr<transaction_session> session,
+                             const char* which) {
+    auto rollback = [](std::shared_ptr<node_context> keep,
+                       std::unique_ptr<transaction_session> s,
+                       const char* what) -> asio::awaitable<void> {
+        try {
+            co_await s->rollback();
+        } catch (const std::exception& e) {
+            keep->log(log_level::warning, std::string("rolling back ") + what + " failed: " + e.what());
+        }
+    };
+    asio::io_context& io = ctx->runtime->io();
+    asio::co_spawn(io, rollback(std::move(ctx), std::move(session), which), asio::detached);
 }
 
 }  // namespace flypg::rpc::detail

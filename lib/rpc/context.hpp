@@ -72,6 +72,12 @@ class node_context {
     void log(log_level level, const std::string& message) const;
 };
 
+/// Rolls `session` back in a coroutine of its own (the caller is gone or going): the session's
+/// connection goes back only once the rollback ran. A failure is logged, naming `which`.
+void roll_back_in_background(std::shared_ptr<node_context> ctx,
+                             std::unique_ptr<transaction_session> session,
+                             const char* which);
+
 /// Ends every "too large" error: the limit, the setting that raises it and where it must be raised.
 std::string message_limit_text(const node_context& ctx);
 

@@ -272,18 +272,8 @@ class local_transaction final : public transaction_impl {
         : ctx_(std::move(ctx)), session_(std::move(session)), options_(options) {}
 
     ~local_transaction() override {
-        if (session_ && !finished_) {
-            auto rollback = [](std::shared_ptr<node_context> keep,
-                               std::unique_ptr<transaction_session> s) -> asio::awaitable<void> {
-                try {
-                    co_await s->rollback();
-                } catch (const std::exception& e) {
-                    keep->log(log_level::warning,
-                              std::string("rolling back a dropped transaction failed: ") + e.what());
-                }
-            };
-            asio::co_spawn(ctx_->runtime->io(), rollback(ctx_, std::move(session_)), asio::detached);
-        }
+        if (session_ && !finished_)
+            roll_back_in_background(ctx_, std::move(session_), "a dropped transaction");
     }
 
     asio::awaitable<statement_result> execute(statement stmt) override {

@@ -136,16 +136,7 @@ struct tx_state {
     void roll_back_in_background() {
         if (!session || finished) return;
         finished = true;
-        auto rollback = [](std::shared_ptr<node_context> keep,
-                           std::unique_ptr<transaction_session> s) -> asio::awaitable<void> {
-            try {
-                co_await s->rollback();
-            } catch (const std::exception& e) {
-                keep->log(log_level::warning,
-                          std::string("rolling back an abandoned transaction failed: ") + e.what());
-            }
-        };
-        asio::co_spawn(ctx->runtime->io(), rollback(ctx, std::move(session)), asio::detached);
+        detail::roll_back_in_background(ctx, std::move(session), "an abandoned transaction");
     }
 };
 

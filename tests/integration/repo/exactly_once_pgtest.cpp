@@ -18,28 +18,6 @@ std::string once_table() {
     return table_name() + "_once";
 }
 
-// A table without a unique constraint: a write that ran twice shows as two rows.
-void create_once_table(asio::io_context& io) {
-    run(io, []() -> asio::awaitable<void> {
-        auto ex = co_await asio::this_coro::executor;
-        flypg::pg::connect_options o;
-        o.conninfo = flypg::test::primary_conninfo();
-        flypg::pg::connection primary = co_await flypg::pg::connection::connect(ex, o);
-        co_await primary.query("DROP TABLE IF EXISTS " + once_table());
-        co_await primary.query("CREATE TABLE " + once_table() + " (id bigserial PRIMARY KEY, note text)");
-        o.conninfo = flypg::test::replica_conninfo();
-        flypg::pg::connection replica = co_await flypg::pg::connection::connect(ex, o);
-        for (;;) {
-            flypg::pg::params name{once_table()};
-            flypg::pg::result r =
-                co_await replica.query("SELECT to_regclass($1) IS NOT NULL", std::move(name));
-            if (r[0].get<bool>(0)) break;
-            asio::steady_timer t(ex, 5ms);
-            co_await t.async_wait(asio::use_awaitable);
-        }
-    }());
-}
-
 // Rows per note on the primary.
 std::map<std::string, std::int64_t> rows_by_note(asio::io_context& io, const std::string& prefix) {
     return run(io, [&]() -> asio::awaitable<std::map<std::string, std::int64_t>> {
@@ -60,8 +38,13 @@ std::map<std::string, std::int64_t> rows_by_note(asio::io_context& io, const std
 class ExactlyOnce : public ::testing::Test {
   protected:
     static void SetUpTestSuite() {
+        // Without a unique constraint: a write that ran twice shows as two rows.
         asio::io_context io;
-        create_once_table(io);
+        create_table(io,
+                     flypg::test::primary_conninfo(),
+                     flypg::test::replica_conninfo(),
+                     once_table(),
+                     "(id bigserial PRIMARY KEY, note text)");
     }
     asio::io_context io;
 };

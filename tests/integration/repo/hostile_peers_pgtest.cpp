@@ -237,16 +237,7 @@ TEST_F(HostilePeers, AuthenticatedPeersDroppingAtOnceLeaveTheNodeUp) {
         std::list<asio::cancellation_signal> stops;
         int stopped = 0;
         for (int i = 0; i < 50; ++i) {
-            flypg::rpc::node_options o;
-            o.listen_address = "127.0.0.1";
-            o.listen_port = 0;
-            o.region = "syd";
-            o.primary_region = "ams";
-            o.cluster_secret = secret;
-            o.peers = std::vector<std::string>{node->address()};
-            o.reconnect_min = 20ms;
-            o.reconnect_max = 200ms;
-            peers.push_back(flypg::rpc::node::create(io, std::move(o)));
+            peers.push_back(flypg::rpc::node::create(io, node_options_in("syd", {node->address()})));
             asio::co_spawn(io,
                            peers.back().run(),
                            asio::bind_cancellation_slot(stops.emplace_back().slot(),

@@ -529,13 +529,7 @@ TEST_F(Repo, SqlWithANulByteIsRefusedEverywhereAndDeletesNothing) {
                        }),
               flypg::errc::invalid_argument);
     // In the primary region: the same refusal, on the local route.
-    flypg::rpc::node_options o;
-    o.listen_address = "127.0.0.1";
-    o.listen_port = 0;
-    o.region = "ams";
-    o.primary_region = "ams";
-    o.cluster_secret = secret;
-    o.peers = std::vector<std::string>{};
+    flypg::rpc::node_options o = node_options_in("ams", {});
     auto service = std::make_shared<flypg::primary_service>();
     o.writes = service;
     flypg::rpc::node in_primary_region = flypg::rpc::node::create(io, std::move(o));
@@ -672,15 +666,8 @@ TEST_F(Repo, ATokenReadsTheWriteOnAnotherNodeOfTheRegionThatReadsAnotherReplica)
 TEST_F(Repo, NoNodeInTheRegionSaysWhyItsPeersCannotBeUsed) {
     // A node whose secret differs from the primary region's: its writes fail with
     // no_node_in_region, and the message says why (not only that no node was found).
-    flypg::rpc::node_options o;
-    o.listen_address = "127.0.0.1";
-    o.listen_port = 0;
-    o.region = "syd";
-    o.primary_region = "ams";
-    o.cluster_secret = "another-secret-0123456789";
-    o.peers = std::vector<std::string>{primary_node->address()};
-    o.reconnect_min = 20ms;
-    o.reconnect_max = 100ms;
+    flypg::rpc::node_options o =
+        node_options_in("syd", {primary_node->address()}, "another-secret-0123456789");
     flypg::rpc::node wrong = flypg::rpc::node::create(io, std::move(o));
     asio::cancellation_signal stop;
     bool stopped = false;

@@ -36,25 +36,26 @@ inline std::string table_name() {
     return "repo_e2e_" + std::to_string(::getpid());
 }
 
-// Creates the test table on the primary and waits until the replica has it.
+// Creates table `name` (columns as given) on the primary and waits until the replica has it.
 inline void create_table(asio::io_context& io,
                          const std::string& primary_conninfo,
-                         const std::string& replica_conninfo) {
+                         const std::string& replica_conninfo,
+                         const std::string& name = table_name(),
+                         const std::string& columns = "(id bigserial PRIMARY KEY, note text UNIQUE)") {
     run(io, [&]() -> asio::awaitable<void> {
         auto ex = co_await asio::this_coro::executor;
         flypg::pg::connect_options primary_options;
         primary_options.conninfo = primary_conninfo;
         flypg::pg::connection primary = co_await flypg::pg::connection::connect(ex, primary_options);
-        co_await primary.query("DROP TABLE IF EXISTS " + table_name());
-        co_await primary.query("CREATE TABLE " + table_name() +
-                               " (id bigserial PRIMARY KEY, note text UNIQUE)");
+        co_await primary.query("DROP TABLE IF EXISTS " + name);
+        co_await primary.query("CREATE TABLE " + name + " " + columns);
         flypg::pg::connect_options replica_options;
         replica_options.conninfo = replica_conninfo;
         flypg::pg::connection replica = co_await flypg::pg::connection::connect(ex, replica_options);
         for (;;) {
-            flypg::pg::params name{table_name()};
+            flypg::pg::params wanted{name};
             flypg::pg::result r =
-                co_await replica.query("SELECT to_regclass($1) IS NOT NULL", std::move(name));
+                co_await replica.query("SELECT to_regclass($1) IS NOT NULL", std::move(wanted));
             if (r[0].get<bool>(0)) break;
             asio::steady_timer t(ex, 5ms);
             co_await t.async_wait(asio::use_awaitable);
@@ -62,20 +63,29 @@ inline void create_table(asio::io_context& io,
     }());
 }
 
+// Options of a test node in `region` (the primary region is "ams"): loopback, any port, the test
+// secret, quick reconnects and heartbeats.
+inline flypg::rpc::node_options node_options_in(std::string region,
+                                                std::vector<std::string> peers,
+                                                std::string cluster_secret = secret) {
+    flypg::rpc::node_options options;
+    options.listen_address = "127.0.0.1";
+    options.listen_port = 0;
+    options.region = std::move(region);
+    options.primary_region = "ams";
+    options.cluster_secret = std::move(cluster_secret);
+    options.peers = std::move(peers);
+    options.reconnect_min = 20ms;
+    options.reconnect_max = 200ms;
+    options.heartbeat_interval = 200ms;
+    return options;
+}
+
 // The replica-region side: a node, a primary_service (unused here, as in any node) and a repo.
 struct replica_region {
     replica_region(asio::io_context& io, std::vector<std::string> peers, flypg::repo_options extra = {})
         : io_(io) {
-        flypg::rpc::node_options options;
-        options.listen_address = "127.0.0.1";
-        options.listen_port = 0;
-        options.region = "syd";
-        options.primary_region = "ams";
-        options.cluster_secret = secret;
-        options.peers = std::move(peers);
-        options.reconnect_min = 20ms;
-        options.reconnect_max = 200ms;
-        options.heartbeat_interval = 200ms;
+        flypg::rpc::node_options options = node_options_in("syd", std::move(peers));
         options.writes = service;
         service->add_procedures(options.procedures);
         node.emplace(flypg::rpc::node::create(io, std::move(options)));
