@@ -36,6 +36,7 @@ struct Failure {
     invalidArgument @6;   # the request was malformed (message names what)
     unknownProcedure @7;  # no procedure of that name on the peer; it did not run
     unavailable @8;       # the peer cannot serve this (e.g. no database executor); did not run
+    outcomeUnknown @9;    # the serving node lost its database connection after sending COMMIT
   }
   sqlstate @1 :Text;  # five characters, for kind == sql
   message @2 :Text;

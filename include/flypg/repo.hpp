@@ -70,7 +70,7 @@ struct write_options {
     /// only once it has passed.
     std::optional<std::chrono::milliseconds> rpc_timeout;
     std::optional<std::chrono::milliseconds> replication_timeout;
-    /// Your own key for this write (at most 128 bytes), instead of a fresh random id per call: a
+    /// Your own key for this write (at most 126 bytes), instead of a fresh random id per call: a
     /// later call with the same key (after a crash of the caller, from another process) then
     /// returns the first run's results too, for write_request_retention (24 h). Keys are global
     /// to the database: never reuse one for another write.

@@ -220,19 +220,16 @@ asio::awaitable<rpc::write_result> primary_writes::run_once(std::vector<rpc::sta
     co_await prepare_request_table(*conn);
     expire_old_requests();
 
-    // One round trip: the claim first (so that a repeat never runs its statements against the
-    // first run's effects), then the statements, in an open transaction block.
+    // One round trip: the claim first (a repeat fails there, and the statements after it are
+    // skipped), then the statements, in an open transaction block.
     const std::size_t count = statements.size();
     std::vector<pg::statement> batch = claimed_batch(std::move(statements), request_id);
     std::vector<pg::result> results = co_await conn->pipeline(std::move(batch));
     const pg::result& claim = results[2];
-    const bool repeat = !claim.error() && claim.affected_rows() == 0;
-    if (repeat || claim.error() || first_failure(results)) {
+    const bool repeat = claim.error() == sqlstate("23505");
+    if (const pg::result* failed = first_failure(results)) {
         co_await conn->query("ROLLBACK");
-        if (!repeat) {
-            claim.throw_if_error();
-            first_failure(results)->throw_if_error();
-        }
+        if (!repeat) failed->throw_if_error();
         co_return co_await stored_outcome(*conn, request_id, measures_);
     }
     rpc::write_result out;
@@ -250,7 +247,17 @@ asio::awaitable<rpc::write_result> primary_writes::run_once(std::vector<rpc::sta
     finish[1].sql = "COMMIT";
     finish[1].sync = pg::sync_after::yes;
     finish[2].sql = std::string(replication::commit_lsn_sql);
-    std::vector<pg::result> done = co_await conn->pipeline(std::move(finish));
+    std::vector<pg::result> done;
+    try {
+        done = co_await conn->pipeline(std::move(finish));
+    } catch (const flypg::error& e) {
+        // The server refused the commit (an SQL error: it rolled back), or the connection failed
+        // with COMMIT sent, and then nobody here knows: the caller may send the write again under
+        // its id, which finds the answer if the commit happened.
+        if (e.code().category() == sqlstate_category()) throw;
+        throw_error(errc::outcome_unknown,
+                    std::string("the connection to the primary failed after COMMIT was sent: ") + e.what());
+    }
     for (const pg::result& r : done) r.throw_if_error();
     if (done[2].size() != 1 || done[2][0].is_null(0))
         throw_error(errc::protocol_error, "pg_current_wal_flush_lsn() returned no value on the primary");

@@ -3,7 +3,6 @@
 #include <asio/steady_timer.hpp>
 
 #include <algorithm>
-#include <random>
 
 #include "core/log_text.hpp"
 #include "flypg/replication/commit_lsn.hpp"
@@ -11,6 +10,7 @@
 #include "flypg/replication/tracker.hpp"
 #include "repo/primary_service_impl.hpp"
 #include "repo/rpc_conversion.hpp"
+#include "rpc/auth.hpp"
 
 namespace flypg {
 namespace detail {
@@ -89,8 +89,7 @@ class repo_impl {
                                                             rpc::call_options call,
                                                             std::chrono::steady_clock::time_point deadline);
     /// 128 random bits in hex: unique across nodes without coordination.
-    std::string new_request_id();
-    std::mt19937_64 random_bits{std::random_device{}()};
+    static std::string new_request_id();
     pg::pool& primary_pool();
 };
 
@@ -317,7 +316,11 @@ asio::awaitable<write_result> repo_impl::write(std::vector<pg::statement> statem
 asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> statements, write_options o) {
     const effective_options eff = resolve(o);
     write_result out;
-    if (node.is_primary() && o.idempotency_key && service) {
+    if (node.is_primary() && o.idempotency_key) {
+        if (!service)
+            throw_error(
+                errc::invalid_argument,
+                "write_options::idempotency_key in the primary region needs the repo's primary_service");
         // The caller's key is kept here too, so that a repeat from any region finds it.
         std::vector<rpc::statement> keyed;
         keyed.reserve(statements.size());
@@ -347,7 +350,7 @@ asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> 
     for (pg::statement& s : statements) forwarded.push_back({std::move(s.sql), to_rpc_values(s.params)});
     rpc::call_options call;
     call.database = options.name;
-    call.request_id = o.idempotency_key.value_or(new_request_id());
+    call.request_id = o.idempotency_key ? "k:" + *o.idempotency_key : new_request_id();
     const auto sent = std::chrono::steady_clock::now();
     rpc::write_result reply =
         co_await forward_at_most_once(std::move(forwarded), call, sent + eff.rpc_timeout);
@@ -400,12 +403,15 @@ asio::awaitable<rpc::write_result> repo_impl::forward_at_most_once(
 }
 
 std::string repo_impl::new_request_id() {
+    // 128 bits from the operating system's generator for every id: ids of other processes cannot
+    // collide with these or be guessed from the ones seen. "r:" keeps them apart from the keys
+    // applications choose ("k:").
     static constexpr char hex[] = "0123456789abcdef";
-    std::string id;
-    id.reserve(32);
-    for (int i = 0; i < 2; ++i) {
-        const std::uint64_t v = random_bits();
-        for (int shift = 60; shift >= 0; shift -= 4) id += hex[(v >> shift) & 0xf];
+    const rpc::detail::challenge bits = rpc::detail::random_challenge();
+    std::string id = "r:";
+    for (std::size_t i = 0; i < 16; ++i) {
+        id += hex[bits[i] >> 4];
+        id += hex[bits[i] & 0xf];
     }
     return id;
 }
@@ -464,8 +470,8 @@ asio::awaitable<void> repo::run() {
 }
 
 asio::awaitable<pg::result> repo::query(std::string sql, pg::params parameters, read_options options) {
-    // In the primary region the local database is the primary: every token is already there.
-    if (!options.at_least.empty() && !is_primary()) {
+    // A local database that is the primary itself has every token's write already.
+    if (!options.at_least.empty() && !impl_->local_is_primary) {
         const lsn target = parse_consistency_token(options.at_least);
         co_await impl_->wait(target, options.timeout.value_or(impl_->options.replication_timeout));
     }

@@ -26,10 +26,10 @@ namespace flypg::detail {
 inline constexpr std::string_view write_requests_ddl =
     "CREATE TABLE IF NOT EXISTS flypg_write_requests (id text PRIMARY KEY, results bytea NOT NULL DEFAULT "
     "'', created_at timestamptz NOT NULL DEFAULT now())";
-/// Claims an id inside the write's transaction: no row back means a committed write has it (an
-/// uncommitted one makes this wait until it commits or rolls back).
-inline constexpr std::string_view claim_request_sql =
-    "INSERT INTO flypg_write_requests (id) VALUES ($1) ON CONFLICT (id) DO NOTHING";
+/// Claims an id inside the write's transaction. A unique violation (23505) means a committed write
+/// has it: the statements after the claim are then skipped (the pipeline segment is aborted), so a
+/// repeat never runs them. An uncommitted holder makes the claim wait until it ends.
+inline constexpr std::string_view claim_request_sql = "INSERT INTO flypg_write_requests (id) VALUES ($1)";
 inline constexpr std::string_view store_results_sql =
     "UPDATE flypg_write_requests SET results = $2 WHERE id = $1";
 inline constexpr std::string_view stored_results_sql =

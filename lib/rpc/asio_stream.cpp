@@ -133,12 +133,14 @@ class direct_read_adapter {
                          asio::bind_cancellation_slot(
                              op_->cancel.slot(), [op = op_, s, out, have](std::error_code ec, std::size_t n) {
                                  kj_runtime::handler_scope scope;
-                                 // Read into the caller's memory, which
-                                 // is alive unless cancelled.
-                                 if (ec != asio::error::operation_aborted && !s->admit({out + have, n}))
-                                     ec = s->read_error;
+                                 // The caller's memory is alive only while KJ still waits
+                                 // for this read (a read KJ dropped is not looked at).
+                                 if (op->fulfiller == nullptr) {
+                                     if (ec) s->read_error = ec;
+                                     return;
+                                 }
+                                 if (!s->admit({out + have, n})) ec = s->read_error;
                                  if (ec) s->read_error = ec;
-                                 if (op->fulfiller == nullptr) return;
                                  auto* f = std::exchange(op->fulfiller, nullptr);
                                  if (!ec || ec == asio::error::eof) {
                                      f->fulfill(have + n);

@@ -186,6 +186,8 @@ failure failure_from_exception(std::exception_ptr e, wire::Failure::Kind otherwi
             // The caller sent something the serving side refused before running it: it keeps
             // its meaning (and is not mistaken for a failure of the peer).
             if (err.code() == errc::invalid_argument) f.kind = wire::Failure::Kind::INVALID_ARGUMENT;
+            // The serving node cannot tell whether its commit happened: neither can the caller.
+            if (err.code() == errc::outcome_unknown) f.kind = wire::Failure::Kind::OUTCOME_UNKNOWN;
             f.message = err.what();
         }
     } catch (const std::system_error& err) {
@@ -239,6 +241,9 @@ flypg::error error_from_failure(const failure& f, const std::string& what, flypg
             break;
         case wire::Failure::Kind::INTERNAL:
             code = errc::procedure_error;
+            break;
+        case wire::Failure::Kind::OUTCOME_UNKNOWN:
+            code = errc::outcome_unknown;
             break;
         default:
             code = errc::procedure_error;

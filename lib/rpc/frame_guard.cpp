@@ -29,6 +29,10 @@ bool frame_guard::feed(std::span<const std::uint8_t> bytes) noexcept {
                        std::to_string(max_bytes_) + " before the handshake)");
                 return false;
             }
+            if (++messages_ > max_messages_) {
+                refuse("more than " + std::to_string(max_messages_) + " messages before the handshake ended");
+                return false;
+            }
             body_left_ = words_ * 8;
             table_read_ = 0;
             table_size_ = 0;

@@ -15,9 +15,13 @@ namespace flypg::rpc::detail {
 class frame_guard {
   public:
     /// Messages of more than `max_message_bytes` (segment table included) or more than
-    /// `max_segments` segments are refused.
-    explicit frame_guard(std::size_t max_message_bytes, std::uint32_t max_segments = 16) noexcept
-        : max_bytes_(max_message_bytes), max_segments_(max_segments) {}
+    /// `max_segments` segments are refused, and so is the message after the first `max_messages`
+    /// (a handshake takes a handful; a peer that keeps sending small calls would otherwise make
+    /// this side queue answers it never reads).
+    explicit frame_guard(std::size_t max_message_bytes,
+                         std::uint32_t max_segments = 16,
+                         std::uint32_t max_messages = 16) noexcept
+        : max_bytes_(max_message_bytes), max_segments_(max_segments), max_messages_(max_messages) {}
 
     /// Takes the next bytes of the stream, in order. Returns false once a message was refused
     /// (and from then on); true while every message seen so far is within the limits, or after
@@ -37,6 +41,8 @@ class frame_guard {
 
     std::size_t max_bytes_;
     std::uint32_t max_segments_;
+    std::uint32_t max_messages_;
+    std::uint32_t messages_ = 0;  // whose tables have arrived
     bool lifted_ = false;
     std::string why_;
     // The message being read: its table, then its segments.

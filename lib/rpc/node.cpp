@@ -13,6 +13,7 @@
 #include <set>
 #include <utility>
 
+#include "core/log_text.hpp"
 #include "flypg/error.hpp"
 #include "rpc/auth.hpp"
 #include "rpc/codec.hpp"
@@ -743,7 +744,8 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         text += reached.empty() ? "; this node reaches no peer" : "; it reaches regions " + join(reached);
         std::vector<std::string> failing;
         for (const auto& [key, l] : links_)
-            if (!l.last_failure.empty()) failing.push_back(l.last_failure);
+            if (!l.last_failure.empty() && !l.self)
+                failing.push_back(flypg::detail::log_safe(l.last_failure, 256));
         if (!failing.empty()) {
             constexpr std::size_t shown = 3;
             text += "; failing peers: ";

@@ -203,7 +203,8 @@ asio::awaitable<commit_outcome> tx_commit(std::shared_ptr<tx_state> tx) {
 
 asio::awaitable<commit_outcome> tx_rollback(std::shared_ptr<tx_state> tx) {
     commit_outcome out;
-    if (tx->begin_failure || tx->finished || !tx->session) co_return out;  // nothing to undo
+    // Nothing to undo, or the rollback of an abandoned transaction is already under way.
+    if (tx->begin_failure || tx->finished || tx->abandoned || !tx->session) co_return out;
     tx->finished = true;
     try {
         co_await tx->session->rollback();
@@ -245,10 +246,14 @@ class transaction_server final : public wire::Transaction::Server {
             *finished = true;
             return out;
         });
-        tail_ = done.promise.fork();
+        // The next operation waits for this one and for every one before it, even when this one
+        // is dropped while still waiting its turn.
+        tail_ =
+            tail_.addBranch().then([mine = kj::mv(done.promise)]() mutable { return kj::mv(mine); }).fork();
         return run.attach(kj::defer([tx = tx_, finished, next = std::move(done.fulfiller)]() mutable {
             // Given up before it was done: the transaction cannot be trusted to be in the state
-            // its client believes, so it ends here.
+            // its client believes, so it ends here (operations after this one are refused
+            // without touching the session, which a cancelled statement may still be using).
             if (!*finished) tx->abandoned = true;
             next->fulfill();
         }));

@@ -120,7 +120,9 @@ TEST_F(ExactlyOnce, AnIdempotencyKeyReturnsTheFirstOutcomeToALaterCall) {
     replica_region world(io, {primary.address()});
     run(io, world.node->wait_for_region("ams", 10s));
     const std::string note = "keyed " + std::to_string(::getpid());
-    const std::string key = "order-" + std::to_string(::getpid()) + "-1";
+    // Keys are remembered for a day: this one must not have been used by an earlier run.
+    const std::string key = "order-" + std::to_string(::getpid()) + "-" +
+                            std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
     std::int64_t first_id = 0;
     std::int64_t second_id = 0;
     run(io, [&]() -> asio::awaitable<void> {

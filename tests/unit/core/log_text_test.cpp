@@ -14,6 +14,15 @@ TEST(LogSafe, ControlCharactersCannotStartALineOrDriveATerminal) {
     EXPECT_EQ(log_safe("back\\slash"), "back\\\\slash");
 }
 
+TEST(LogSafe, C1ControlsAndBytesThatAreNotUtf8AreEscaped) {
+    EXPECT_EQ(log_safe("a\xc2\x9b"
+                       "31mb"),
+              "a\\u009b31mb");  // CSI
+    EXPECT_EQ(log_safe("a\x9b\xff\xc3"), "a\\x9b\\xff\\xc3");
+    EXPECT_EQ(log_safe("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // a surrogate
+    EXPECT_EQ(log_safe("\xe2\x82\xac \xf0\x9f\x98\x80"), "\xe2\x82\xac \xf0\x9f\x98\x80");
+}
+
 TEST(LogSafe, PrintableAndUtf8TextIsKept) {
     EXPECT_EQ(log_safe("node ab12 (region syd) ü"), "node ab12 (region syd) ü");
 }

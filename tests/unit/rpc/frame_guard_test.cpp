@@ -72,6 +72,14 @@ TEST(FrameGuard, TooManySegmentsAreRefused) {
     EXPECT_EQ(guard.why(), "a message of 4294967296 segments (at most 16 before the handshake)");
 }
 
+TEST(FrameGuard, OnlyAHandshakesWorthOfMessagesIsAllowed) {
+    frame_guard guard(8192, 16, 3);
+    const auto small = framed_statement(10);
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(guard.feed(small)) << i;
+    EXPECT_FALSE(guard.feed(small));
+    EXPECT_EQ(guard.why(), "more than 3 messages before the handshake ended");
+}
+
 TEST(FrameGuard, LiftedGuardLetsEverythingThrough) {
     frame_guard guard(8192);
     guard.lift();
