@@ -22,6 +22,8 @@ struct NodeIdentity {
   region @1 :Text;             # FLY_REGION / MY_REGION / "local" when the identity was sent
   appVersion @2 :Text;         # the application's own version string, informative
   protocolVersion @3 :UInt32;  # see the header
+  remembersRequestIds @4 :Bool;  # runs a forwarded write at most once per request id (added
+                                 # later: older nodes send false, and callers do not retry them)
 }
 
 struct Failure {

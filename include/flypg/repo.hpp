@@ -217,6 +217,7 @@ class primary_service final : public rpc::write_executor {
     asio::awaitable<rpc::write_result> execute_once(std::string database,
                                                     std::vector<rpc::statement> statements,
                                                     std::string request_id) override;
+    bool remembers_request_ids() const noexcept override { return true; }
 
     /// For fault-injection tests only: `hook` runs after a write with a request id committed and
     /// before its answer is sent (a test kills the serving node there).

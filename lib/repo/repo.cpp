@@ -350,7 +350,13 @@ asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> 
     for (pg::statement& s : statements) forwarded.push_back({std::move(s.sql), to_rpc_values(s.params)});
     rpc::call_options call;
     call.database = options.name;
-    call.request_id = o.idempotency_key ? "k:" + *o.idempotency_key : new_request_id();
+    // Sent again after a lost answer only when every primary-region node would recognise the
+    // repeat; an application's own key is always sent (the node then uses only nodes that do).
+    if (o.idempotency_key) {
+        call.request_id = "k:" + *o.idempotency_key;
+    } else if (node.remembers_request_ids(node.primary_region())) {
+        call.request_id = new_request_id();
+    }
     const auto sent = std::chrono::steady_clock::now();
     rpc::write_result reply =
         co_await forward_at_most_once(std::move(forwarded), call, sent + eff.rpc_timeout);
@@ -386,8 +392,10 @@ asio::awaitable<rpc::write_result> repo_impl::forward_at_most_once(
         } catch (const flypg::error& e) {
             code = e.code();
             what = e.what();
-            const bool may_try_again = code == errc::outcome_unknown || code == errc::no_node_in_region ||
-                                       code == errc::transport_error;
+            // Without an id, the first answer is final, as it always was.
+            const bool may_try_again = !call.request_id.empty() &&
+                                       (code == errc::outcome_unknown || code == errc::no_node_in_region ||
+                                        code == errc::transport_error);
             if (!may_try_again || std::chrono::steady_clock::now() + pause >= deadline) {
                 if (attempt == 1) throw;
                 throw_error(code,

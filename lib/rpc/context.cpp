@@ -14,7 +14,8 @@ identity decode(wire::NodeIdentity::Reader in) {
     return identity{to_string(in.getNodeId()),
                     to_string(in.getRegion()),
                     to_string(in.getAppVersion()),
-                    in.getProtocolVersion()};
+                    in.getProtocolVersion(),
+                    in.getRemembersRequestIds()};
 }
 
 namespace {
@@ -72,7 +73,8 @@ std::string node_context::primary_region() const {
 }
 
 identity node_context::self() const {
-    return identity{node_id, my_region(), app_version, protocol_version};
+    return identity{
+        node_id, my_region(), app_version, protocol_version, writes && writes->remembers_request_ids()};
 }
 
 void node_context::fill(wire::NodeIdentity::Builder out) const {
@@ -80,6 +82,7 @@ void node_context::fill(wire::NodeIdentity::Builder out) const {
     out.setRegion(my_region());
     out.setAppVersion(app_version);
     out.setProtocolVersion(protocol_version);
+    out.setRemembersRequestIds(writes && writes->remembers_request_ids());
 }
 
 capnp::ReaderOptions node_context::reader_options() const {

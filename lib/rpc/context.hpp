@@ -23,6 +23,7 @@ struct identity {
     std::string region;
     std::string app_version;
     std::uint32_t protocol_version = 0;
+    bool remembers_request_ids = false;
 };
 
 identity decode(wire::NodeIdentity::Reader in);

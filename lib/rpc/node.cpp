@@ -543,7 +543,8 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
                                     conn->peer().app_version,
                                     conn->address(),
                                     conn->healthy && !conn->closed,
-                                    conn->last_round_trip});
+                                    conn->last_round_trip,
+                                    conn->peer().remembers_request_ids});
         }
         return out;
     }
@@ -560,10 +561,14 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
     /// A random healthy peer of `region` not in `tried`, or nullptr. Calls use this rather than
     /// healthy_in(): no list to build and shuffle when the first peer answers, as it almost always
     /// does.
+    /// With `needs_request_ids`, only peers that run a write at most once per request id: a
+    /// write carrying an id may be a repeat, which any other node would run again.
     std::shared_ptr<peer_connection> pick_healthy(const std::string& region,
-                                                  const std::vector<const peer_connection*>& tried) {
+                                                  const std::vector<const peer_connection*>& tried,
+                                                  bool needs_request_ids = false) {
         auto eligible = [&](const peer_connection& conn) {
             return conn.healthy && !conn.closed && conn.peer().region == region &&
+                   (!needs_request_ids || conn.peer().remembers_request_ids) &&
                    std::find(tried.begin(), tried.end(), &conn) == tried.end();
         };
         std::size_t count = 0;
@@ -816,7 +821,7 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         std::vector<const peer_connection*> tried;
         std::optional<flypg::error> never_left;
         bool found = false;
-        while (auto peer = pick_healthy(region, tried)) {
+        while (auto peer = pick_healthy(region, tried, !options.request_id.empty())) {
             found = true;
             if ((never_left = refusal(*peer, what))) {
                 tried.push_back(peer.get());
@@ -1378,6 +1383,15 @@ bool node::is_primary() const {
 }
 std::vector<peer_info> node::peers() const {
     return impl_->peers();
+}
+bool node::remembers_request_ids(const std::string& region) const {
+    bool any = false;
+    for (const peer_info& p : impl_->peers()) {
+        if (p.region != region || !p.healthy) continue;
+        if (!p.remembers_request_ids) return false;
+        any = true;
+    }
+    return any;
 }
 asio::any_io_executor node::executor() const {
     return impl_->io().get_executor();

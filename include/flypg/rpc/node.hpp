@@ -166,6 +166,8 @@ struct peer_info {
     std::string address;  ///< host:port dialled
     bool healthy = false;
     std::chrono::microseconds last_round_trip{0};
+    /// It runs a forwarded write at most once per request id (call_options::request_id).
+    bool remembers_request_ids = false;
 };
 
 class transaction;
@@ -232,6 +234,10 @@ class node {
     std::string my_region() const;
     std::string primary_region() const;
     bool is_primary() const;
+    /// Whether every healthy peer of `region` (and at least one) runs a forwarded write at most
+    /// once per request id, so that a write whose answer was lost may be sent again. A node of an
+    /// older version does not: during a rolling upgrade, lost answers stay outcome_unknown.
+    bool remembers_request_ids(const std::string& region) const;
 
     /// The peers currently connected and authenticated.
     std::vector<peer_info> peers() const;

@@ -88,6 +88,9 @@ class write_executor {
         (void)database;
         co_return co_await execute(std::move(statements));
     }
+    /// Whether execute_once() really runs a write at most once per id. Peers learn it in the
+    /// handshake; a caller sends a write again after a lost answer only to nodes that do.
+    virtual bool remembers_request_ids() const noexcept { return false; }
     /// execute_on() at most once per `request_id` (never empty here; see call_options::request_id):
     /// an id seen before answers with the results of the run that committed under it, without
     /// running again. The default cannot remember ids and runs every attempt.

@@ -86,6 +86,34 @@ TEST(RpcNode, RunsLocallyWhenTheTargetRegionIsItsOwn) {
     EXPECT_EQ(t.replica_state->calls, 1);
 }
 
+// An executor that says it remembers request ids (as flypg's primary_service does).
+class remembering_executor final : public write_executor {
+  public:
+    asio::awaitable<write_result> execute(std::vector<statement>) override { co_return write_result{}; }
+    asio::awaitable<std::unique_ptr<transaction_session>> begin() override { co_return nullptr; }
+    bool remembers_request_ids() const noexcept override { return true; }
+};
+
+TEST(RpcNode, PeersTellWhetherTheyRememberRequestIdsAndIdsGoOnlyToThoseWhoDo) {
+    {
+        two_regions plain;  // its executor cannot remember ids, as a node of an older version
+        plain.connect();
+        EXPECT_FALSE(plain.replica->remembers_request_ids("iad"));
+        EXPECT_FALSE(plain.replica->peers().at(0).remembers_request_ids);
+        // A write with an id is not sent to a node that would run a repeat again.
+        std::vector<statement> writes;
+        writes.push_back(statement{"INSERT 1", {}});
+        call_options with_id(500ms);
+        with_id.request_id = "r:0123";
+        EXPECT_EQ(plain.h.run(error_of(plain.replica->forward_write(std::move(writes), with_id))),
+                  errc::no_node_in_region);
+    }
+    two_regions remembering([](node_options& o) { o.writes = std::make_shared<remembering_executor>(); });
+    remembering.connect();
+    EXPECT_TRUE(remembering.replica->remembers_request_ids("iad"));
+    EXPECT_FALSE(remembering.replica->remembers_request_ids("syd")) << "no node there at all";
+}
+
 TEST(RpcNode, ReportsNoNodeInAnUnknownRegion) {
     two_regions t;
     std::string message;
