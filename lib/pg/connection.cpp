@@ -107,6 +107,30 @@ std::string libpq_error(PGconn* conn) {
     return message;
 }
 
+// The live connection's options, pinned to the one server it reached (of several hosts, the one
+// that answered): the connection that cancels a statement must reach that server, where the
+// backend's pid means this session.
+std::string pinned_conninfo(PGconn* conn) {
+    conninfo_ptr options(PQconninfo(conn));
+    std::string out;
+    if (options) {
+        for (const PQconninfoOption* o = options.get(); o->keyword != nullptr; ++o) {
+            const std::string_view keyword = o->keyword;
+            if (o->val == nullptr || *o->val == '\0' || keyword == "host" || keyword == "hostaddr" ||
+                keyword == "port")
+                continue;
+            out += std::string(keyword) + "=" + quote_conninfo_value(o->val) + " ";
+        }
+    }
+    const char* host = PQhost(conn);
+    const char* address = PQhostaddr(conn);
+    const char* port = PQport(conn);
+    if (host != nullptr && *host != '\0') out += "host=" + quote_conninfo_value(host) + " ";
+    if (address != nullptr && *address != '\0') out += "hostaddr=" + quote_conninfo_value(address) + " ";
+    if (port != nullptr && *port != '\0') out += "port=" + quote_conninfo_value(port);
+    return out;
+}
+
 // Keeps the connection's busy flag set for exactly one operation.
 class operation_scope {
   public:
@@ -196,7 +220,7 @@ asio::awaitable<void> connection::impl::establish(std::string conninfo) {
     watch_socket();
     if (PQsetnonblocking(conn, 1) != 0) throw_error(errc::connect_failed, libpq_error(conn));
     PQsetNoticeProcessor(conn, ignore_notice, nullptr);
-    connected_conninfo = std::move(conninfo);
+    connected_conninfo = pinned_conninfo(conn);
     broken = false;
 }
 

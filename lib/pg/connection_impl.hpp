@@ -28,8 +28,8 @@ struct connection::impl {
     asio::any_io_executor executor;
     connect_options options;
     PGconn* conn = nullptr;
-    // The connection string this connection was opened with (host names already resolved), for
-    // the short-lived connection that cancels a statement.
+    // This connection's options, pinned to the server it reached, for the short-lived connection
+    // that cancels a statement (it must reach the server where this backend's pid is ours).
     std::string connected_conninfo;
     // Watches libpq's socket; never owns it (libpq closes it in PQfinish).
     asio::posix::stream_descriptor socket;
