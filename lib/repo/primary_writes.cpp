@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <span>
 
 #include "flypg/replication/commit_lsn.hpp"
@@ -191,7 +192,17 @@ asio::awaitable<void> primary_writes::prepare_request_table(pg::connection& conn
     } catch (const flypg::error& e) {
         // Two nodes creating it at once: one of them loses a race on the catalog, and the table
         // is there all the same.
-        if (e.code() != sqlstate("23505") && e.code() != sqlstate("42P07")) throw;
+        if (e.code() == sqlstate("23505") || e.code() == sqlstate("42P07")) {
+            request_table_ready_ = true;
+            co_return;
+        }
+        // Typically a role that may not create tables: the hint (which travels to the caller with
+        // the SQL error) says what to do.
+        diagnostics diag = e.diag();
+        diag.hint =
+            "forwarded writes need the table flypg_write_requests on the primary; create it once "
+            "as the flypg README's \"Exactly-once writes\" shows";
+        throw flypg::error(e.code(), std::move(diag));
     }
     request_table_ready_ = true;
 }
