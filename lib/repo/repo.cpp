@@ -327,7 +327,7 @@ asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> 
         for (pg::statement& s : statements) keyed.push_back({std::move(s.sql), to_rpc_values(s.params)});
         rpc::write_result done = co_await service->impl()
                                      .database(options.name)
-                                     .execute_once(std::move(keyed), *o.idempotency_key);
+                                     .execute_once(std::move(keyed), "k:" + *o.idempotency_key);
         for (const rpc::statement_result& r : done.results) out.results.push_back(to_pg_result(r));
         out.commit_lsn = lsn::from_value(done.commit_lsn);
         out.route = write_route::local_primary;
