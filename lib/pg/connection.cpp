@@ -109,25 +109,16 @@ std::string libpq_error(PGconn* conn) {
 
 // The live connection's options, pinned to the one server it reached (of several hosts, the one
 // that answered): the connection that cancels a statement must reach that server, where the
-// backend's pid means this session.
+// backend's pid means this session. In a keyword string a later keyword wins over an earlier one.
 std::string pinned_conninfo(PGconn* conn) {
     conninfo_ptr options(PQconninfo(conn));
-    std::string out;
-    if (options) {
-        for (const PQconninfoOption* o = options.get(); o->keyword != nullptr; ++o) {
-            const std::string_view keyword = o->keyword;
-            if (o->val == nullptr || *o->val == '\0' || keyword == "host" || keyword == "hostaddr" ||
-                keyword == "port")
-                continue;
-            out += std::string(keyword) + "=" + quote_conninfo_value(o->val) + " ";
-        }
+    std::string out = options ? to_keyword_form(options.get()) : std::string();
+    for (auto [keyword, value] : {std::pair{"host", PQhost(conn)},
+                                  std::pair{"hostaddr", PQhostaddr(conn)},
+                                  std::pair{"port", PQport(conn)}}) {
+        if (value != nullptr && *value != '\0')
+            out += std::string(" ") + keyword + "=" + quote_conninfo_value(value);
     }
-    const char* host = PQhost(conn);
-    const char* address = PQhostaddr(conn);
-    const char* port = PQport(conn);
-    if (host != nullptr && *host != '\0') out += "host=" + quote_conninfo_value(host) + " ";
-    if (address != nullptr && *address != '\0') out += "hostaddr=" + quote_conninfo_value(address) + " ";
-    if (port != nullptr && *port != '\0') out += "port=" + quote_conninfo_value(port);
     return out;
 }
 

@@ -9,10 +9,6 @@
 namespace flypg::replication {
 namespace {
 
-constexpr std::string_view keep_commit_synchronous =
-    "SELECT set_config('synchronous_commit', 'local', true) WHERE current_setting('synchronous_commit') = "
-    "'off'";
-
 pg::statement plain(std::string_view sql, pg::sync_after sync = pg::sync_after::no) {
     pg::statement s;
     s.sql.assign(sql.data(), sql.size());
@@ -29,10 +25,7 @@ pg::statement plain(std::string_view sql, pg::sync_after sync = pg::sync_after::
 std::vector<pg::statement> transaction_batch(std::vector<pg::statement> statements) {
     std::vector<pg::statement> batch;
     batch.reserve(statements.size() + 2);
-    // With synchronous_commit = off, the commit returns before its record is flushed, and the flush
-    // position read next could be short of it. `local` (flush here, do not wait for standbys)
-    // restores the guarantee for this transaction only, without touching stronger settings.
-    batch.push_back(plain(keep_commit_synchronous));
+    batch.push_back(plain(keep_commit_synchronous_sql));
     for (pg::statement& s : statements) {
         s.sync = pg::sync_after::no;
         batch.push_back(std::move(s));

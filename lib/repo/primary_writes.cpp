@@ -46,20 +46,6 @@ std::vector<pg::statement> commit_batch() {
     return batch;
 }
 
-// With synchronous_commit = off, COMMIT returns before its record is flushed and the flush
-// position read after it could be short of it; `local` restores that for this transaction.
-constexpr std::string_view keep_commit_synchronous =
-    "SELECT set_config('synchronous_commit', 'local', true) WHERE current_setting('synchronous_commit') = "
-    "'off'";
-
-// What a peer sends is checked before a connection is taken: an empty write would commit an
-// empty transaction, and SQL text with a NUL byte would be cut short by libpq.
-void check_forwarded(const std::vector<rpc::statement>& statements) {
-    if (statements.empty()) throw_error(errc::invalid_argument, "the forwarded write holds no statement");
-    for (std::size_t i = 0; i < statements.size(); ++i)
-        pg::check_sql_text(statements[i].sql, statement_label(i, statements.size()));
-}
-
 // BEGIN, the synchronous-commit guarantee (see begin_synchronous), the claim of the id, then the
 // statements; one Sync at the end, so the block stays open for the second round trip.
 std::vector<pg::statement> claimed_batch(std::vector<rpc::statement> statements,
@@ -67,12 +53,10 @@ std::vector<pg::statement> claimed_batch(std::vector<rpc::statement> statements,
     std::vector<pg::statement> batch;
     batch.reserve(statements.size() + 3);
     batch.push_back({"BEGIN"});
-    batch.push_back(
-        {"SELECT set_config('synchronous_commit', 'local', true) WHERE "
-         "current_setting('synchronous_commit') = 'off'"});
+    batch.push_back({std::string(replication::keep_commit_synchronous_sql)});
     pg::params id{request_id};
     batch.push_back({std::string(claim_request_sql), std::move(id)});
-    for (rpc::statement& s : statements) batch.push_back({std::move(s.sql), to_pg_params(s.params)});
+    for (pg::statement& s : to_pg_statements(std::move(statements))) batch.push_back(std::move(s));
     batch.back().sync = pg::sync_after::yes;
     return batch;
 }
@@ -89,9 +73,15 @@ const pg::result* first_failure(const std::vector<pg::result>& results) {
 asio::awaitable<rpc::write_result> stored_outcome(pg::connection& conn,
                                                   const std::string& request_id,
                                                   served_metrics& measures) {
-    pg::params id{request_id};
-    pg::result stored = co_await conn.query(std::string(stored_results_sql), std::move(id));
-    pg::result now = co_await conn.query(std::string(replication::commit_lsn_sql));
+    // One round trip for both.
+    std::vector<pg::statement> reads(2);
+    reads[0].sql = std::string(stored_results_sql);
+    reads[0].params = pg::params{request_id};
+    reads[1].sql = std::string(replication::commit_lsn_sql);
+    std::vector<pg::result> answers = co_await conn.pipeline(std::move(reads));
+    for (const pg::result& r : answers) r.throw_if_error();
+    const pg::result& stored = answers[0];
+    const pg::result& now = answers[1];
     if (stored.size() != 1)
         throw_error(errc::protocol_error, "the forwarded write's request id vanished while it was looked up");
     const auto bytes = stored[0].get<pg::bytes>(0);
@@ -108,7 +98,7 @@ asio::awaitable<rpc::write_result> stored_outcome(pg::connection& conn,
 asio::awaitable<void> begin_synchronous(pg::connection& conn) {
     std::vector<pg::statement> batch(2);
     batch[0].sql = "BEGIN";
-    batch[1].sql = std::string(keep_commit_synchronous);
+    batch[1].sql = std::string(replication::keep_commit_synchronous_sql);
     std::vector<pg::result> results = co_await conn.pipeline(std::move(batch));
     for (const pg::result& r : results) r.throw_if_error();
 }
@@ -172,10 +162,9 @@ asio::awaitable<rpc::write_result> primary_writes::counted(asio::awaitable<rpc::
 }
 
 asio::awaitable<rpc::write_result> primary_writes::run(std::vector<rpc::statement> statements) {
-    check_forwarded(statements);
-    std::vector<pg::statement> batch;
-    batch.reserve(statements.size());
-    for (rpc::statement& s : statements) batch.push_back({std::move(s.sql), to_pg_params(s.params)});
+    // What a peer sends is checked before a connection is taken.
+    check_statements(statements);
+    std::vector<pg::statement> batch = to_pg_statements(std::move(statements));
     pg::pooled_connection conn = co_await primary_->acquire();
     replication::committed_write done = co_await replication::commit_with_lsn(*conn, std::move(batch));
     rpc::write_result out;
@@ -226,7 +215,8 @@ void primary_writes::expire_old_requests() {
 
 asio::awaitable<rpc::write_result> primary_writes::run_once(std::vector<rpc::statement> statements,
                                                             std::string request_id) {
-    check_forwarded(statements);
+    // What a peer sends is checked before a connection is taken.
+    check_statements(statements);
     pg::pooled_connection conn = co_await primary_->acquire();
     co_await prepare_request_table(*conn);
     expire_old_requests();

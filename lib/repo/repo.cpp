@@ -322,12 +322,10 @@ asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> 
                 errc::invalid_argument,
                 "write_options::idempotency_key in the primary region needs the repo's primary_service");
         // The caller's key is kept here too, so that a repeat from any region finds it.
-        std::vector<rpc::statement> keyed;
-        keyed.reserve(statements.size());
-        for (pg::statement& s : statements) keyed.push_back({std::move(s.sql), to_rpc_values(s.params)});
-        rpc::write_result done = co_await service->impl()
-                                     .database(options.name)
-                                     .execute_once(std::move(keyed), "k:" + *o.idempotency_key);
+        rpc::write_result done =
+            co_await service->impl()
+                .database(options.name)
+                .execute_once(to_rpc_statements(std::move(statements)), "k:" + *o.idempotency_key);
         for (const rpc::statement_result& r : done.results) out.results.push_back(to_pg_result(r));
         out.commit_lsn = lsn::from_value(done.commit_lsn);
         out.route = write_route::local_primary;
@@ -345,9 +343,7 @@ asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> 
         out.replicated = true;
         co_return out;
     }
-    std::vector<rpc::statement> forwarded;
-    forwarded.reserve(statements.size());
-    for (pg::statement& s : statements) forwarded.push_back({std::move(s.sql), to_rpc_values(s.params)});
+    std::vector<rpc::statement> forwarded = to_rpc_statements(std::move(statements));
     rpc::call_options call;
     call.database = options.name;
     // Sent again after a lost answer only when every primary-region node would recognise the

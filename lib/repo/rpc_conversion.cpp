@@ -90,11 +90,18 @@ std::string statement_label(std::size_t index, std::size_t count) {
     return "the SQL text of statement " + std::to_string(index + 1) + " of " + std::to_string(count);
 }
 
-void check_statements(const std::vector<pg::statement>& statements) {
-    if (statements.empty())
-        throw_error(errc::invalid_argument, "the write holds no statement; nothing was run");
-    for (std::size_t i = 0; i < statements.size(); ++i)
-        pg::check_sql_text(statements[i].sql, statement_label(i, statements.size()));
+std::vector<rpc::statement> to_rpc_statements(std::vector<pg::statement> statements) {
+    std::vector<rpc::statement> out;
+    out.reserve(statements.size());
+    for (pg::statement& s : statements) out.emplace_back(std::move(s.sql), to_rpc_values(s.params));
+    return out;
+}
+
+std::vector<pg::statement> to_pg_statements(std::vector<rpc::statement> statements) {
+    std::vector<pg::statement> out;
+    out.reserve(statements.size());
+    for (rpc::statement& s : statements) out.push_back({std::move(s.sql), to_pg_params(s.params)});
+    return out;
 }
 
 }  // namespace flypg::detail

@@ -31,6 +31,14 @@ namespace flypg::replication {
 /// (with synchronous_commit other than `off`, as commit_with_lsn() ensures).
 inline constexpr std::string_view commit_lsn_sql = "SELECT pg_current_wal_flush_lsn()::text";
 
+/// Run inside a transaction before its COMMIT: with synchronous_commit = off, COMMIT returns
+/// before its record is flushed and the flush position read next could be short of it; `local`
+/// (flush here, do not wait for standbys) restores the guarantee for this transaction only,
+/// without touching stronger settings.
+inline constexpr std::string_view keep_commit_synchronous_sql =
+    "SELECT set_config('synchronous_commit', 'local', true) WHERE current_setting('synchronous_commit') = "
+    "'off'";
+
 /// What commit_with_lsn() returns.
 struct committed_write {
     std::vector<pg::result> results;  ///< One per statement given, in order.

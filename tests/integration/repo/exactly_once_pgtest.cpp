@@ -140,19 +140,12 @@ TEST_F(ExactlyOnce, AnIdempotencyKeyReturnsTheFirstOutcomeToALaterCall) {
     }());
     EXPECT_EQ(first_id, second_id);
     // In the primary region the key means the same: the write is found, not run again.
-    auto service = std::make_shared<flypg::primary_service>();
-    flypg::rpc::node_options o = node_options_in("ams", {});
-    o.writes = service;
-    flypg::rpc::node in_primary_region = flypg::rpc::node::create(io, std::move(o));
-    flypg::repo_options on_primary;
-    on_primary.local_url = flypg::test::primary_conninfo();
-    on_primary.primary_url = flypg::test::primary_conninfo();
-    flypg::repo local(io.get_executor(), in_primary_region, service, on_primary);
+    primary_region_repo local(io);
     const std::int64_t local_id = run(io, [&]() -> asio::awaitable<std::int64_t> {
         flypg::write_options keyed;
         keyed.idempotency_key = key;
         flypg::pg::params p{note};
-        flypg::write_result w = co_await local.execute(
+        flypg::write_result w = co_await local.db.execute(
             "INSERT INTO " + once_table() + " (note) VALUES ($1) RETURNING id", std::move(p), keyed);
         EXPECT_EQ(w.route, flypg::write_route::local_primary);
         co_return w.rows().at(0).get<std::int64_t>("id");

@@ -529,15 +529,8 @@ TEST_F(Repo, SqlWithANulByteIsRefusedEverywhereAndDeletesNothing) {
                        }),
               flypg::errc::invalid_argument);
     // In the primary region: the same refusal, on the local route.
-    flypg::rpc::node_options o = node_options_in("ams", {});
-    auto service = std::make_shared<flypg::primary_service>();
-    o.writes = service;
-    flypg::rpc::node in_primary_region = flypg::rpc::node::create(io, std::move(o));
-    flypg::repo_options ro;
-    ro.local_url = flypg::test::primary_conninfo();
-    ro.primary_url = flypg::test::primary_conninfo();
-    flypg::repo local(io.get_executor(), in_primary_region, service, ro);
-    EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await local.execute(cut); }),
+    primary_region_repo local(io);
+    EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await local.db.execute(cut); }),
               flypg::errc::invalid_argument);
     EXPECT_EQ(count_like(db(), io, prefix), 3) << "a statement cut at its NUL byte ran";
 }

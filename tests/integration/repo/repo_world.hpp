@@ -126,6 +126,30 @@ struct replica_region {
     bool repo_done = false;
 };
 
+// A node of the primary region "ams" in this process, with a repo whose local database is the
+// primary: writes take the local route.
+struct primary_region_repo {
+    explicit primary_region_repo(asio::io_context& io)
+        : node(flypg::rpc::node::create(io, options(service))),
+          db(io.get_executor(), node, service, repo_options()) {}
+
+    static flypg::rpc::node_options options(const std::shared_ptr<flypg::primary_service>& service) {
+        flypg::rpc::node_options o = node_options_in("ams", {});
+        o.writes = service;
+        return o;
+    }
+    static flypg::repo_options repo_options() {
+        flypg::repo_options r;
+        r.local_url = flypg::test::primary_conninfo();
+        r.primary_url = flypg::test::primary_conninfo();
+        return r;
+    }
+
+    std::shared_ptr<flypg::primary_service> service = std::make_shared<flypg::primary_service>();
+    flypg::rpc::node node;
+    flypg::repo db;
+};
+
 /// Arguments of a primary-region node serving the test primary as database "main".
 inline std::vector<std::string> primary_node_args(std::vector<std::string> extra = {}) {
     std::vector<std::string> args{"--region=ams",
