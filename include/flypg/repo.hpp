@@ -62,6 +62,22 @@ enum class await_replication {
     no,   ///< Return as soon as the primary committed; a read right after may not see the write.
 };
 
+/// What a write, or a read given a consistency token, does when the local replica has not
+/// replayed the write within its timeout (see the README's "A slow replica: fail, read from the
+/// primary, or read stale").
+enum class slow_replica_policy {
+    /// Default. A write fails with errc::committed_not_replicated (it did commit); a token read
+    /// fails the same way and runs nothing.
+    fail,
+    /// A write returns with replicated = false and replica_behind = true; a token read runs on the
+    /// primary (through a primary-region node, in a read-only transaction) and says so
+    /// (read_result::source).
+    read_from_primary,
+    /// A write returns with replicated = false and replica_behind = true; a token read runs on the
+    /// local replica anyway and is flagged (read_result::stale): it may miss the write.
+    allow_stale,
+};
+
 /// Per-call options; unset fields take the repo's defaults (repo_options).
 struct write_options {
     std::optional<await_replication> await;
@@ -70,6 +86,8 @@ struct write_options {
     /// only once it has passed.
     std::optional<std::chrono::milliseconds> rpc_timeout;
     std::optional<std::chrono::milliseconds> replication_timeout;
+    /// When the replica is still behind at replication_timeout.
+    std::optional<slow_replica_policy> if_replica_slow;
     /// Your own key for this write (at most 126 bytes), instead of a fresh random id per call: a
     /// later call with the same key (after a crash of the caller, from another process) then
     /// returns the first run's results too, for write_request_retention (24 h). Keys are global
@@ -104,6 +122,8 @@ struct repo_options {
     await_replication await = await_replication::yes;
     std::chrono::milliseconds rpc_timeout{5'000};
     std::chrono::milliseconds replication_timeout{5'000};
+    /// Default of write_options::if_replica_slow and read_options::if_replica_slow.
+    slow_replica_policy if_replica_slow = slow_replica_policy::fail;
     /// The replication tracker (poll interval floor/ceiling, strategy, reconnect backoff).
     replication::tracker_options tracker = {};
     /// Prepare the tracker's poll on its replica connection (see
@@ -144,6 +164,10 @@ struct write_result {
     /// primary itself). A local database that is not a standby fails the write instead
     /// (errc::not_replicating).
     bool replicated = false;
+    /// The wait reached replication_timeout and slow_replica_policy let the write return anyway:
+    /// it committed, but a read on the local database may not see it yet. Pass token() to the
+    /// reads that must see it (with read_from_primary they then run on the primary).
+    bool replica_behind = false;
 
     /// A consistency token for this write: opaque, URL-safe, at most 32 characters. Hand it to the
     /// client (a cookie, a header); a read on any node of any region given it back
@@ -171,10 +195,27 @@ class read_options {
 
     /// A write's consistency token; empty: read at once.
     std::string at_least;
-    /// How long the read may wait for the token; unset: repo_options::replication_timeout. When it
-    /// passes, the read fails with errc::committed_not_replicated (the write is there, the local
-    /// database is behind) and runs nothing.
+    /// How long the read may wait for the token; unset: repo_options::replication_timeout.
     std::optional<std::chrono::milliseconds> timeout;
+    /// What happens when the timeout passes; unset: repo_options::if_replica_slow. With `fail`
+    /// the read fails with errc::committed_not_replicated (the write is there, the local database
+    /// is behind) and runs nothing.
+    std::optional<slow_replica_policy> if_replica_slow;
+};
+
+/// Where a read ran.
+enum class read_source {
+    local,    ///< The local database (this region's replica, or the primary in its region).
+    primary,  ///< The primary, because the replica was behind the read's token (read_from_primary).
+};
+
+/// A read's rows and where they came from; see repo::read().
+struct read_result {
+    pg::result rows;
+    read_source source = read_source::local;
+    /// Ran on the local replica although it had not replayed the token's write (allow_stale): the
+    /// rows may miss it.
+    bool stale = false;
 };
 
 /// The LSN a consistency token stands for. Throws flypg::error (errc::invalid_argument) for
@@ -272,6 +313,9 @@ class repo {
     /// Runs a read. On a replica, a write here fails with errc::use_execute_for_writes. Every read
     /// takes read_options: read_options(token) reads what the token's write wrote.
     asio::awaitable<pg::result> query(std::string sql, pg::params parameters = {}, read_options options = {});
+    /// query(), and where the read ran: what a caller using read_from_primary or allow_stale looks
+    /// at. (The other reads apply the same policy without saying where they ran.)
+    asio::awaitable<read_result> read(std::string sql, pg::params parameters = {}, read_options options = {});
     /// Runs a read expected to return at most one row; more is errc::out_of_range.
     asio::awaitable<std::optional<pg::result>> query_one(std::string sql,
                                                          pg::params parameters = {},

@@ -29,6 +29,9 @@ struct repo_metrics {
     metrics::counter& write_retries;
     metrics::histogram& wait_seconds;
 
+    /// Counts a write or token read that found the replica behind at its deadline, by what the
+    /// policy made of it.
+    void count_slow_replica(std::string_view operation, slow_replica_policy policy);
     /// Counts a failed write by kind: what a dashboard needs to tell "the SQL was wrong" from
     /// "the primary region is unreachable" from "the replica is slow".
     void count_failure(const std::error_code& ec);
@@ -64,11 +67,13 @@ class repo_impl {
         await_replication await;
         std::chrono::milliseconds rpc_timeout;
         std::chrono::milliseconds replication_timeout;
+        slow_replica_policy if_replica_slow;
     };
     effective_options resolve(const write_options& o) const {
         return {o.await.value_or(options.await),
                 o.rpc_timeout.value_or(options.rpc_timeout),
-                o.replication_timeout.value_or(options.replication_timeout)};
+                o.replication_timeout.value_or(options.replication_timeout),
+                o.if_replica_slow.value_or(options.if_replica_slow)};
     }
 
     void log(rpc::log_level level, const std::string& message) const {
@@ -83,6 +88,20 @@ class repo_impl {
     /// too slow, and not_replicating when it is not a standby and not the primary itself.
     asio::awaitable<void> wait(lsn target, std::chrono::milliseconds timeout);
     std::string not_replicating_text(lsn target) const;
+    /// wait(), with the slow-replica policy applied: false when the replica was still behind at
+    /// `timeout` and the policy lets the caller go on (it throws committed_not_replicated under
+    /// `fail`). `operation` ("write", "read") labels the metric.
+    asio::awaitable<bool> caught_up_in_time(lsn target,
+                                            std::chrono::milliseconds timeout,
+                                            slow_replica_policy policy,
+                                            std::string_view operation);
+    /// Waits for a forwarded write's commit LSN as `eff` asks and records the outcome in `out`.
+    asio::awaitable<void> await_write(write_result& out, const effective_options& eff);
+    /// A read on the local database; a write sent there is errc::use_execute_for_writes.
+    asio::awaitable<pg::result> read_locally(std::string sql, pg::params parameters);
+    /// A read on the primary, in a read-only transaction: on this node's primary pool in the
+    /// primary region, else through a primary-region node.
+    asio::awaitable<pg::result> read_on_primary(std::string sql, pg::params parameters);
     /// Forwards a write under call.request_id, again and again while its outcome is unknown,
     /// until `deadline`.
     asio::awaitable<rpc::write_result> forward_at_most_once(std::vector<rpc::statement> statements,
@@ -214,6 +233,73 @@ asio::awaitable<void> repo_impl::wait(lsn target, std::chrono::milliseconds time
     if (!replicating) throw_error(errc::not_replicating, not_replicating_text(target));
 }
 
+asio::awaitable<bool> repo_impl::caught_up_in_time(lsn target,
+                                                   std::chrono::milliseconds timeout,
+                                                   slow_replica_policy policy,
+                                                   std::string_view operation) {
+    try {
+        co_await wait(target, timeout);
+        co_return true;
+    } catch (const flypg::error& e) {
+        if (e.code() != errc::committed_not_replicated) throw;
+        measures.count_slow_replica(operation, policy);
+        if (policy == slow_replica_policy::fail) throw;
+    }
+    co_return false;
+}
+
+asio::awaitable<void> repo_impl::await_write(write_result& out, const effective_options& eff) {
+    if (eff.await == await_replication::no) co_return;
+    out.replicated = co_await caught_up_in_time(out.commit_lsn, eff.replication_timeout, eff.if_replica_slow, "write");
+    out.replica_behind = !out.replicated;
+    if (out.replica_behind)
+        log(rpc::log_level::info,
+            "write committed at " + out.commit_lsn.to_string() + " returned unreplicated: the local database " +
+                pg::database_label(options.local_url) + " had not replayed it within " +
+                std::to_string(eff.replication_timeout.count()) + " ms");
+}
+
+asio::awaitable<pg::result> repo_impl::read_locally(std::string sql, pg::params parameters) {
+    std::optional<diagnostics> write_on_replica;
+    try {
+        co_return co_await local->query(std::move(sql), std::move(parameters));
+    } catch (const flypg::error& e) {
+        if (e.code() != sqlstate("25006") || node.is_primary()) throw;
+        write_on_replica = e.diag();
+    }
+    // fly_postgres runs raw writes given to its query() on the replica, where they fail obscurely.
+    log(rpc::log_level::warning, "a write was sent to query() on the replica; use execute()");
+    diagnostics diag = std::move(*write_on_replica);
+    diag.library_message = "database \"" + options.name +
+                           "\": query() runs on the local replica, which is read-only; send writes with "
+                           "execute() (or insert/update/remove), which run them on the primary";
+    throw flypg::error(errc::use_execute_for_writes, std::move(diag));
+}
+
+asio::awaitable<pg::result> repo_impl::read_on_primary(std::string sql, pg::params parameters) {
+    // The primary runs statements as one transaction; the first makes it read-only, so a write
+    // slipped into a read fails there (25006) instead of running outside the write path.
+    std::vector<pg::statement> statements(2);
+    statements[0].sql = "SELECT set_config('transaction_read_only', 'on', true)";
+    statements[1].sql = std::move(sql);
+    statements[1].params = std::move(parameters);
+    if (node.is_primary()) {
+        pg::pooled_connection conn = co_await primary_pool().acquire();
+        replication::committed_write done = co_await replication::commit_with_lsn(*conn, std::move(statements));
+        co_return std::move(done.results.back());
+    }
+    // Sent once, without a request id: a read may run twice.
+    rpc::call_options call;
+    call.database = options.name;
+    call.timeout = options.rpc_timeout;
+    rpc::write_result reply = co_await node.forward_write(to_rpc_statements(std::move(statements)), call);
+    if (reply.results.size() != 2)
+        throw_error(errc::protocol_error,
+                    "a read forwarded to the primary region came back with " +
+                        std::to_string(reply.results.size()) + " results instead of 2");
+    co_return to_pg_result(reply.results.back());
+}
+
 std::string repo_impl::not_replicating_text(lsn target) const {
     return "the write committed on the primary (LSN " + target.to_string() + ") but the local database " +
            pg::database_label(options.local_url) +
@@ -249,6 +335,20 @@ repo_metrics::repo_metrics(metrics::registry& r, const std::string& database)
                                "Time from the primary's answer until the local replica replayed the write",
                                metrics::latency_buckets(),
                                {{"database", database}})) {}
+
+void repo_metrics::count_slow_replica(std::string_view operation, slow_replica_policy policy) {
+    const char* name = "fail";
+    if (policy == slow_replica_policy::read_from_primary) name = "read_from_primary";
+    if (policy == slow_replica_policy::allow_stale) name = "allow_stale";
+    metrics::labels by = labels;
+    by.emplace_back("operation", std::string(operation));
+    by.emplace_back("policy", name);
+    registry
+        .counter("flypg_slow_replica_total",
+                 "Writes and token reads that found the local replica behind at their deadline, by policy",
+                 by)
+        .inc();
+}
 
 void repo_metrics::count_failure(const std::error_code& ec) {
     const char* kind = "other";
@@ -361,10 +461,7 @@ asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> 
     for (const rpc::statement_result& r : reply.results) out.results.push_back(to_pg_result(r));
     out.commit_lsn = lsn::from_value(reply.commit_lsn);
     out.route = write_route::forwarded;
-    if (eff.await == await_replication::yes) {
-        co_await wait(out.commit_lsn, eff.replication_timeout);
-        out.replicated = true;
-    }
+    co_await await_write(out, eff);
     co_return out;
 }
 
@@ -473,26 +570,28 @@ asio::awaitable<void> repo::run() {
     co_await impl_->tracker.run();
 }
 
-asio::awaitable<pg::result> repo::query(std::string sql, pg::params parameters, read_options options) {
+asio::awaitable<read_result> repo::read(std::string sql, pg::params parameters, read_options options) {
+    read_result out;
     // A local database that is the primary itself has every token's write already.
     if (!options.at_least.empty() && !impl_->local_is_primary) {
         const lsn target = parse_consistency_token(options.at_least);
-        co_await impl_->wait(target, options.timeout.value_or(impl_->options.replication_timeout));
+        const slow_replica_policy policy = options.if_replica_slow.value_or(impl_->options.if_replica_slow);
+        const bool caught_up = co_await impl_->caught_up_in_time(
+            target, options.timeout.value_or(impl_->options.replication_timeout), policy, "read");
+        if (!caught_up && policy == slow_replica_policy::read_from_primary) {
+            out.rows = co_await impl_->read_on_primary(std::move(sql), std::move(parameters));
+            out.source = read_source::primary;
+            co_return out;
+        }
+        out.stale = !caught_up;
     }
-    std::optional<diagnostics> write_on_replica;
-    try {
-        co_return co_await impl_->local->query(std::move(sql), std::move(parameters));
-    } catch (const flypg::error& e) {
-        if (e.code() != sqlstate("25006") || is_primary()) throw;
-        write_on_replica = e.diag();
-    }
-    // fly_postgres runs raw writes given to its query() on the replica, where they fail obscurely.
-    impl_->log(rpc::log_level::warning, "a write was sent to query() on the replica; use execute()");
-    diagnostics diag = std::move(*write_on_replica);
-    diag.library_message = "database \"" + impl_->options.name +
-                           "\": query() runs on the local replica, which is read-only; send writes with "
-                           "execute() (or insert/update/remove), which run them on the primary";
-    throw flypg::error(errc::use_execute_for_writes, std::move(diag));
+    out.rows = co_await impl_->read_locally(std::move(sql), std::move(parameters));
+    co_return out;
+}
+
+asio::awaitable<pg::result> repo::query(std::string sql, pg::params parameters, read_options options) {
+    read_result r = co_await read(std::move(sql), std::move(parameters), std::move(options));
+    co_return std::move(r.rows);
 }
 
 asio::awaitable<std::optional<pg::result>> repo::query_one(std::string sql,
@@ -621,7 +720,11 @@ asio::awaitable<std::vector<rpc::value>> repo::transaction_on_primary(std::strin
         throw_error(errc::protocol_error, "flypg.transaction answered without a commit LSN");
     const lsn commit = lsn::from_value(static_cast<std::uint64_t>(std::get<std::int64_t>(reply.front())));
     reply.erase(reply.begin());
-    if (eff.await == await_replication::yes) co_await impl_->wait(commit, eff.replication_timeout);
+    // The values returned carry no write_result to flag a replica that is behind: under a permissive
+    // policy the call returns, and the metric and the log line say the replica was behind.
+    write_result waited;
+    waited.commit_lsn = commit;
+    co_await impl_->await_write(waited, eff);
     co_return reply;
 }
 
@@ -666,10 +769,7 @@ asio::awaitable<write_result> primary_transaction::commit() {
     out.commit_lsn = lsn::from_value(co_await state_->remote->commit());
     out.route = write_route::forwarded;
     const auto eff = state_->repo->resolve(state_->options);
-    if (eff.await == await_replication::yes) {
-        co_await state_->repo->wait(out.commit_lsn, eff.replication_timeout);
-        out.replicated = true;
-    }
+    co_await state_->repo->await_write(out, eff);
     co_return out;
 }
 

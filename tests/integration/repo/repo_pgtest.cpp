@@ -297,6 +297,17 @@ TEST_F(Repo, LocalDatabaseThatIsNotAReplicaCompletesWaitsAtOnce) {
     EXPECT_GE(db_on_primary.tracker_stats().not_replicating, 1u);
 }
 
+// The value of the sample `name_and_labels` in Prometheus text (0 when absent).
+double sample_value(const std::string& text, const std::string& name_and_labels) {
+    const std::string prefix = name_and_labels + " ";
+    for (std::size_t at = 0; at < text.size();) {
+        const std::size_t end = std::min(text.find('\n', at), text.size());
+        if (text.compare(at, prefix.size(), prefix) == 0) return std::stod(text.substr(at + prefix.size()));
+        at = end + 1;
+    }
+    return 0;
+}
+
 // Replica 2 is used by no other test, so delaying it here disturbs nobody.
 class replay_delay {
   public:
@@ -341,6 +352,125 @@ TEST_F(Repo, SlowReplicaGivesCommittedNotReplicatedWithTheLsnAndTheCallerCanWait
         flypg::sql::where filter("note = $1", flypg::pg::params{note});
         EXPECT_EQ(co_await far.db->count(table_name(), std::move(filter)), 1);
     }());
+}
+
+// A node of region "syd" reading replica 2, which replays 2 s late, with writes and token reads
+// that give up on it after 200 ms under `policy`.
+struct behind_replica {
+    behind_replica(asio::io_context& io, const std::string& primary_node, flypg::slow_replica_policy policy)
+        : world(io, {primary_node}, options(policy)) {
+        run(io, world.node->wait_for_region("ams", 10s));
+    }
+    static flypg::repo_options options(flypg::slow_replica_policy policy) {
+        flypg::repo_options o;
+        o.local_url = flypg::test::replica_conninfo(2);
+        o.replication_timeout = 200ms;
+        o.if_replica_slow = policy;
+        return o;
+    }
+    flypg::repo& db() { return *world.db; }
+    double slow_count(const std::string& operation, const std::string& policy) {
+        return sample_value(db().render_metrics(),
+                            "flypg_slow_replica_total{database=\"main\",operation=\"" + operation +
+                                "\",policy=\"" + policy + "\"}");
+    }
+
+    replica_region world;
+    replay_delay delay{2000};
+};
+
+TEST_F(Repo, ReadFromPrimaryPolicyReturnsTheWriteAndRunsTokenReadsOnThePrimary) {
+    behind_replica far(io, primary_node->address(), flypg::slow_replica_policy::read_from_primary);
+    const std::string note = "read from primary " + std::to_string(::getpid());
+    std::string token;
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::sql::column_values row{{"note", note}};
+        flypg::write_result w = co_await far.db().insert(table_name(), std::move(row));
+        token = w.token();
+        EXPECT_FALSE(w.replicated);
+        EXPECT_TRUE(w.replica_behind);
+        // The control: the replica does not have it yet.
+        flypg::pg::params plain{note};
+        flypg::read_result local = co_await far.db().read(
+            "SELECT count(*) FROM " + table_name() + " WHERE note = $1", std::move(plain));
+        EXPECT_EQ(local.source, flypg::read_source::local);
+        EXPECT_EQ(local.rows.at(0).get<std::int64_t>(0), 0);
+        // With the token, the read goes where the write is, and says so.
+        flypg::pg::params key{note};
+        flypg::read_options at_least(w.token());
+        at_least.timeout = 50ms;
+        flypg::read_result r = co_await far.db().read(
+            "SELECT count(*) FROM " + table_name() + " WHERE note = $1", std::move(key), std::move(at_least));
+        EXPECT_EQ(r.source, flypg::read_source::primary);
+        EXPECT_FALSE(r.stale);
+        EXPECT_EQ(r.rows.at(0).get<std::int64_t>(0), 1);
+        // The primary runs it read-only: a write slipped into a read does not run there.
+        flypg::read_options write_token(w.token());
+        write_token.timeout = 50ms;
+        try {
+            co_await far.db().query("DELETE FROM " + table_name(), {}, std::move(write_token));
+            ADD_FAILURE() << "a write ran as a read on the primary";
+        } catch (const flypg::error& e) {
+            EXPECT_EQ(e.code(), flypg::sqlstate("25006")) << e.what();
+        }
+        // A per-call policy overrides the repo's.
+        flypg::read_options strict(w.token());
+        strict.timeout = 50ms;
+        strict.if_replica_slow = flypg::slow_replica_policy::fail;
+        try {
+            co_await far.db().query("SELECT 1", {}, std::move(strict));
+            ADD_FAILURE() << "a token read with policy fail ran on a replica 2 s behind";
+        } catch (const flypg::error& e) {
+            EXPECT_EQ(e.code(), flypg::errc::committed_not_replicated) << e.what();
+        }
+    }());
+    EXPECT_EQ(far.slow_count("write", "read_from_primary"), 1);
+    EXPECT_EQ(far.slow_count("read", "read_from_primary"), 2);
+    EXPECT_EQ(far.slow_count("read", "fail"), 1);
+    // The row is still there (the DELETE did not run), as node A reading replica 1 sees.
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::sql::where filter("note = $1", flypg::pg::params{note});
+        flypg::read_options at_least(token);
+        EXPECT_EQ(co_await db().count(table_name(), std::move(filter), std::move(at_least)), 1);
+    }());
+}
+
+TEST_F(Repo, AllowStalePolicyReturnsTheWriteAndFlagsStaleTokenReads) {
+    behind_replica far(io, primary_node->address(), flypg::slow_replica_policy::allow_stale);
+    const std::string note = "allow stale " + std::to_string(::getpid());
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::sql::column_values row{{"note", note}};
+        flypg::write_result w = co_await far.db().insert(table_name(), std::move(row));
+        EXPECT_FALSE(w.replicated);
+        EXPECT_TRUE(w.replica_behind);
+        flypg::pg::params key{note};
+        flypg::read_options at_least(w.token());
+        at_least.timeout = 50ms;
+        flypg::read_result r = co_await far.db().read(
+            "SELECT count(*) FROM " + table_name() + " WHERE note = $1", std::move(key), std::move(at_least));
+        EXPECT_EQ(r.source, flypg::read_source::local);
+        EXPECT_TRUE(r.stale);
+        EXPECT_EQ(r.rows.at(0).get<std::int64_t>(0), 0) << "the replica replays 2 s late";
+        // An interactive transaction's commit follows the same policy.
+        flypg::primary_transaction tx = co_await far.db().begin_on_primary();
+        flypg::pg::params second{note + " tx"};
+        co_await tx.execute("INSERT INTO " + table_name() + " (note) VALUES ($1)", std::move(second));
+        flypg::write_result committed = co_await tx.commit();
+        EXPECT_TRUE(committed.replica_behind);
+        // And a per-call `fail` still fails.
+        flypg::write_options strict;
+        strict.if_replica_slow = flypg::slow_replica_policy::fail;
+        flypg::sql::column_values third{{"note", note + " strict"}};
+        try {
+            co_await far.db().insert(table_name(), std::move(third), strict);
+            ADD_FAILURE() << "a write with policy fail returned although the replica is 2 s behind";
+        } catch (const flypg::error& e) {
+            EXPECT_EQ(e.code(), flypg::errc::committed_not_replicated) << e.what();
+        }
+    }());
+    EXPECT_EQ(far.slow_count("write", "allow_stale"), 2);
+    EXPECT_EQ(far.slow_count("read", "allow_stale"), 1);
+    EXPECT_EQ(far.slow_count("write", "fail"), 1);
 }
 
 TEST_F(Repo, PrimaryNodeDyingMidWriteGivesOutcomeUnknown) {
@@ -419,17 +549,6 @@ TEST_F(Repo, MetricsRenderInPrometheusFormat) {
         << text;
     EXPECT_NE(text.find("flypg_replication_waiters{database=\"main\"} 0"), std::string::npos) << text;
     EXPECT_NE(text.find("flypg_pool_connections{database=\"main\"}"), std::string::npos) << text;
-}
-
-// The value of the sample `name_and_labels` in Prometheus text (0 when absent).
-double sample_value(const std::string& text, const std::string& name_and_labels) {
-    const std::string prefix = name_and_labels + " ";
-    for (std::size_t at = 0; at < text.size();) {
-        const std::size_t end = std::min(text.find('\n', at), text.size());
-        if (text.compare(at, prefix.size(), prefix) == 0) return std::stod(text.substr(at + prefix.size()));
-        at = end + 1;
-    }
-    return 0;
 }
 
 TEST_F(Repo, ThePrimaryRegionNodeCountsWhatItServesForOtherRegions) {
