@@ -163,6 +163,9 @@ interface Session {
 
 interface Transaction {
   execute @0 (statement :Statement) -> (result :ExecuteResult);
-  commit @1 () -> (result :CommitResult);
+  commit @1 (requestId :Text) -> (result :CommitResult);
+  # `requestId` (added later; empty from older callers): the caller's id for this commit. A serving
+  # node that remembers ids records it in the transaction, so a caller that lost the answer can
+  # find out whether it committed (a later write holding the id wins only if the commit did not).
   rollback @2 () -> (result :RollbackResult);
 }

@@ -15,29 +15,6 @@
 namespace flypg::detail {
 namespace {
 
-// An interactive transaction on one pooled primary connection. Giving the connection back
-// inside an open transaction makes the pool close it, which rolls the transaction back on the
-// server: that is how a dropped session rolls back.
-class primary_session final : public rpc::transaction_session {
-  public:
-    explicit primary_session(pg::pooled_connection conn) : conn_(std::move(conn)) {}
-
-    asio::awaitable<rpc::statement_result> execute(rpc::statement stmt) override {
-        pg::result r = co_await conn_->query(std::move(stmt.sql), to_pg_params(stmt.params));
-        co_return to_rpc_result(r);
-    }
-
-    asio::awaitable<std::uint64_t> commit() override {
-        const lsn commit_lsn = co_await commit_and_read_lsn(*conn_);
-        co_return commit_lsn.value();
-    }
-
-    asio::awaitable<void> rollback() override { co_await conn_->query("ROLLBACK"); }
-
-  private:
-    pg::pooled_connection conn_;
-};
-
 std::vector<pg::statement> commit_batch() {
     std::vector<pg::statement> batch(2);
     batch[0].sql = "COMMIT";
@@ -60,6 +37,63 @@ std::vector<pg::statement> claimed_batch(std::vector<rpc::statement> statements,
     batch.back().sync = pg::sync_after::yes;
     return batch;
 }
+
+// The commit LSN from the answers of commit_batch() starting at `at`.
+lsn read_commit_lsn(const std::vector<pg::result>& results, std::size_t at) {
+    results[at].throw_if_error();
+    results[at + 1].throw_if_error();
+    if (results[at + 1].size() != 1 || results[at + 1][0].is_null(0))
+        throw_error(errc::protocol_error, "pg_current_wal_flush_lsn() returned no value on the primary");
+    return lsn::parse(results[at + 1][0].text(0));
+}
+
+// An interactive transaction on one pooled primary connection. Giving the connection back
+// inside an open transaction makes the pool close it, which rolls the transaction back on the
+// server: that is how a dropped session rolls back.
+class primary_session final : public rpc::transaction_session {
+  public:
+    primary_session(pg::pooled_connection conn, const std::function<void()>* after_commit)
+        : conn_(std::move(conn)), after_commit_(after_commit) {}
+
+    asio::awaitable<rpc::statement_result> execute(rpc::statement stmt) override {
+        pg::result r = co_await conn_->query(std::move(stmt.sql), to_pg_params(stmt.params));
+        co_return to_rpc_result(r);
+    }
+
+    asio::awaitable<std::uint64_t> commit() override {
+        const lsn commit_lsn = co_await commit_and_read_lsn(*conn_);
+        co_return commit_lsn.value();
+    }
+
+    // The id is claimed in the transaction itself, in the commit's round trip: if a caller that
+    // lost the answer fences the id first (repo.cpp), the claim fails and nothing commits.
+    asio::awaitable<std::uint64_t> commit_once(std::string request_id) override {
+        std::vector<pg::statement> batch(1);
+        batch[0].sql = std::string(claim_request_sql);
+        batch[0].params.emplace_back(std::move(request_id));
+        for (pg::statement& s : commit_batch()) batch.push_back(std::move(s));
+        std::vector<pg::result> results = co_await conn_->pipeline(std::move(batch));
+        if (results[0].error()) {
+            co_await conn_->query("ROLLBACK");
+            if (results[0].error() != sqlstate("23505")) results[0].throw_if_error();
+            // The hint, unlike a library message, travels back over RPC with the SQL error.
+            diagnostics diag = results[0].diag();
+            diag.hint =
+                "the transaction is rolled back: its request id is already taken (by an earlier "
+                "transaction with the same idempotency key, or by its caller settling a lost answer)";
+            throw flypg::error(sqlstate("23505"), std::move(diag));
+        }
+        const lsn committed = read_commit_lsn(results, 1);
+        if (after_commit_ != nullptr && *after_commit_) (*after_commit_)();
+        co_return committed.value();
+    }
+
+    asio::awaitable<void> rollback() override { co_await conn_->query("ROLLBACK"); }
+
+  private:
+    pg::pooled_connection conn_;
+    const std::function<void()>* after_commit_;  // a test hook, see primary_writes::after_commit
+};
 
 // The first statement of the batch that failed, if any.
 const pg::result* first_failure(const std::vector<pg::result>& results) {
@@ -104,12 +138,8 @@ asio::awaitable<void> begin_synchronous(pg::connection& conn) {
 }
 
 asio::awaitable<lsn> commit_and_read_lsn(pg::connection& conn) {
-    std::vector<pg::result> results = co_await conn.pipeline(commit_batch());
-    results[0].throw_if_error();
-    results[1].throw_if_error();
-    if (results[1].size() != 1 || results[1][0].is_null(0))
-        throw_error(errc::protocol_error, "pg_current_wal_flush_lsn() returned no value on the primary");
-    co_return lsn::parse(results[1][0].text(0));
+    const std::vector<pg::result> results = co_await conn.pipeline(commit_batch());
+    co_return read_commit_lsn(results, 0);
 }
 
 served_metrics::served_metrics(std::shared_ptr<metrics::registry> r, const std::string& database)
@@ -267,14 +297,25 @@ asio::awaitable<rpc::write_result> primary_writes::run_once(std::vector<rpc::sta
     co_return out;
 }
 
-asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin_primary_session(pg::pool& primary) {
+asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin_primary_session(
+    pg::pool& primary, const std::function<void()>* after_commit) {
     pg::pooled_connection conn = co_await primary.acquire();
     co_await begin_synchronous(*conn);
-    co_return std::make_unique<primary_session>(std::move(conn));
+    co_return std::make_unique<primary_session>(std::move(conn), after_commit);
 }
 
 asio::awaitable<std::unique_ptr<rpc::transaction_session>> primary_writes::begin() {
-    std::unique_ptr<rpc::transaction_session> session = co_await begin_primary_session(*primary_);
+    if (!request_table_ready_) {
+        // Other regions commit with a request id (primary_session::commit_once), which needs the
+        // table; where it cannot be created, that commit reports why.
+        pg::pooled_connection conn = co_await primary_->acquire();
+        try {
+            co_await prepare_request_table(*conn);
+        } catch (const flypg::error&) {
+        }
+    }
+    std::unique_ptr<rpc::transaction_session> session =
+        co_await begin_primary_session(*primary_, after_commit);
     measures_.interactive_transactions.inc();
     co_return session;
 }

@@ -68,7 +68,9 @@ class primary_writes final : public rpc::write_executor {
 
 /// An interactive transaction on a connection of `primary`: the session behind
 /// primary_writes::begin(), also used directly by a primary-region node for its own transactions.
-asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin_primary_session(pg::pool& primary);
+/// `after_commit` (a test hook, may be null) runs after a commit with a request id.
+asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin_primary_session(
+    pg::pool& primary, const std::function<void()>* after_commit = nullptr);
 
 /// Opens a transaction block on `conn` whose commit is synchronous even where the server default
 /// is not (a precondition for reading a safe commit LSN after it).

@@ -10,6 +10,7 @@
 #include "flypg/replication/tracker.hpp"
 #include "repo/primary_service_impl.hpp"
 #include "repo/rpc_conversion.hpp"
+#include "repo/write_requests.hpp"
 #include "rpc/auth.hpp"
 
 namespace flypg {
@@ -107,6 +108,15 @@ class repo_impl {
     asio::awaitable<rpc::write_result> forward_at_most_once(std::vector<rpc::statement> statements,
                                                             rpc::call_options call,
                                                             std::chrono::steady_clock::time_point deadline);
+    /// The request id of a forwarded write or remote commit: the caller's key, else a fresh id
+    /// when every primary-region node remembers ids, else none.
+    std::string request_id_for(const write_options& o);
+    /// After a remote commit under `request_id` lost its answer: fences the id (fence_request_sql)
+    /// until `deadline` and returns an LSN covering the commit if it happened; throws
+    /// errc::connection_lost when it did not (nothing was written).
+    asio::awaitable<lsn> settle_lost_commit(const std::string& request_id,
+                                            std::chrono::steady_clock::time_point deadline,
+                                            const std::string& lost);
     /// 128 random bits in hex: unique across nodes without coordination.
     static std::string new_request_id();
     pg::pool& primary_pool();
@@ -250,13 +260,14 @@ asio::awaitable<bool> repo_impl::caught_up_in_time(lsn target,
 
 asio::awaitable<void> repo_impl::await_write(write_result& out, const effective_options& eff) {
     if (eff.await == await_replication::no) co_return;
-    out.replicated = co_await caught_up_in_time(out.commit_lsn, eff.replication_timeout, eff.if_replica_slow, "write");
+    out.replicated =
+        co_await caught_up_in_time(out.commit_lsn, eff.replication_timeout, eff.if_replica_slow, "write");
     out.replica_behind = !out.replicated;
     if (out.replica_behind)
         log(rpc::log_level::info,
-            "write committed at " + out.commit_lsn.to_string() + " returned unreplicated: the local database " +
-                pg::database_label(options.local_url) + " had not replayed it within " +
-                std::to_string(eff.replication_timeout.count()) + " ms");
+            "write committed at " + out.commit_lsn.to_string() +
+                " returned unreplicated: the local database " + pg::database_label(options.local_url) +
+                " had not replayed it within " + std::to_string(eff.replication_timeout.count()) + " ms");
 }
 
 asio::awaitable<pg::result> repo_impl::read_locally(std::string sql, pg::params parameters) {
@@ -285,7 +296,8 @@ asio::awaitable<pg::result> repo_impl::read_on_primary(std::string sql, pg::para
     statements[1].params = std::move(parameters);
     if (node.is_primary()) {
         pg::pooled_connection conn = co_await primary_pool().acquire();
-        replication::committed_write done = co_await replication::commit_with_lsn(*conn, std::move(statements));
+        replication::committed_write done =
+            co_await replication::commit_with_lsn(*conn, std::move(statements));
         co_return std::move(done.results.back());
     }
     // Sent once, without a request id: a read may run twice.
@@ -446,13 +458,7 @@ asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> 
     std::vector<rpc::statement> forwarded = to_rpc_statements(std::move(statements));
     rpc::call_options call;
     call.database = options.name;
-    // Sent again after a lost answer only when every primary-region node would recognise the
-    // repeat; an application's own key is always sent (the node then uses only nodes that do).
-    if (o.idempotency_key) {
-        call.request_id = "k:" + *o.idempotency_key;
-    } else if (node.remembers_request_ids(node.primary_region())) {
-        call.request_id = new_request_id();
-    }
+    call.request_id = request_id_for(o);
     const auto sent = std::chrono::steady_clock::now();
     rpc::write_result reply =
         co_await forward_at_most_once(std::move(forwarded), call, sent + eff.rpc_timeout);
@@ -501,6 +507,46 @@ asio::awaitable<rpc::write_result> repo_impl::forward_at_most_once(
         co_await wait_a_moment.async_wait(asio::use_awaitable);
         pause = std::min(pause * 2, std::chrono::milliseconds(200));
     }
+}
+
+std::string repo_impl::request_id_for(const write_options& o) {
+    // Sent again after a lost answer only when every primary-region node would recognise the
+    // repeat; an application's own key is always sent (the node then uses only nodes that do).
+    if (o.idempotency_key) return "k:" + *o.idempotency_key;
+    if (node.remembers_request_ids(node.primary_region())) return new_request_id();
+    return {};
+}
+
+asio::awaitable<lsn> repo_impl::settle_lost_commit(const std::string& request_id,
+                                                   std::chrono::steady_clock::time_point deadline,
+                                                   const std::string& lost) {
+    std::vector<rpc::statement> fence(1);
+    fence[0].sql = std::string(fence_request_sql);
+    fence[0].params.emplace_back(request_id);
+    rpc::call_options call;
+    call.database = options.name;
+    call.request_id = new_request_id();  // the fence itself may be sent again
+    rpc::write_result settled;
+    std::string failed;
+    try {
+        settled = co_await forward_at_most_once(std::move(fence), call, deadline);
+    } catch (const flypg::error& e) {
+        failed = e.what();
+    }
+    if (!failed.empty())
+        throw_error(errc::outcome_unknown, lost + "; finding out whether it committed failed too: " + failed);
+    const std::vector<rpc::statement_result>& r = settled.results;
+    if (r.size() != 1 || r[0].rows.size() != 1 || r[0].rows[0].size() != 1 || !r[0].rows[0][0])
+        throw_error(errc::protocol_error, "the fence of a lost commit answered with no row");
+    if (*r[0].rows[0][0] == "t") {
+        log(rpc::log_level::warning, lost + "; it did not commit (its request id is now fenced)");
+        throw_error(errc::connection_lost,
+                    lost +
+                        "; flypg made sure it did not commit and never will: the transaction is rolled "
+                        "back, run it again");
+    }
+    log(rpc::log_level::info, lost + "; it did commit (found under its request id)");
+    co_return lsn::from_value(settled.commit_lsn);
 }
 
 std::string repo_impl::new_request_id() {
@@ -733,6 +779,7 @@ struct primary_transaction::state {
     write_options options;
     std::unique_ptr<rpc::transaction_session> local;  // in the primary region
     std::optional<rpc::transaction> remote;           // elsewhere
+    std::string request_id;                           // of a remote commit; empty: none
     bool finished = false;
 };
 
@@ -761,14 +808,30 @@ asio::awaitable<write_result> primary_transaction::commit() {
     state_->finished = true;
     write_result out;
     if (state_->local) {
-        out.commit_lsn = lsn::from_value(co_await state_->local->commit());
+        // Two statements, not one ?: with a co_await in each branch: g++ 12 miscompiles that.
+        std::uint64_t committed = 0;
+        if (state_->request_id.empty())
+            committed = co_await state_->local->commit();
+        else
+            committed = co_await state_->local->commit_once(state_->request_id);
+        out.commit_lsn = lsn::from_value(committed);
         out.route = write_route::local_primary;
         out.replicated = true;
         co_return out;
     }
-    out.commit_lsn = lsn::from_value(co_await state_->remote->commit());
-    out.route = write_route::forwarded;
     const auto eff = state_->repo->resolve(state_->options);
+    const auto deadline = std::chrono::steady_clock::now() + eff.rpc_timeout;
+    std::string lost;
+    try {
+        out.commit_lsn = lsn::from_value(co_await state_->remote->commit(state_->request_id));
+    } catch (const flypg::error& e) {
+        if (e.code() != errc::outcome_unknown || state_->request_id.empty()) throw;
+        lost = e.what();
+    }
+    // The answer was lost: whether it committed is settled under its request id.
+    if (!lost.empty())
+        out.commit_lsn = co_await state_->repo->settle_lost_commit(state_->request_id, deadline, lost);
+    out.route = write_route::forwarded;
     co_await state_->repo->await_write(out, eff);
     co_return out;
 }
@@ -787,11 +850,18 @@ asio::awaitable<primary_transaction> repo::begin_on_primary(write_options option
     s->repo = impl_.get();
     s->options = options;
     if (is_primary()) {
+        // A key is recorded here too, so that it means one transaction whichever region sends it.
+        if (options.idempotency_key) s->request_id = "k:" + *options.idempotency_key;
         s->local = co_await detail::begin_primary_session(impl_->primary_pool());
     } else {
         rpc::call_options call;
         call.timeout = impl_->resolve(options).rpc_timeout;
         call.database = impl_->options.name;
+        s->request_id = impl_->request_id_for(options);
+        if (options.idempotency_key && !impl_->node.remembers_request_ids(impl_->node.primary_region()))
+            throw_error(errc::invalid_argument,
+                        "write_options::idempotency_key on a transaction needs every node of the primary "
+                        "region to remember request ids (a flypg version that does)");
         s->remote.emplace(co_await impl_->node.begin_transaction(call));
     }
     co_return primary_transaction(std::move(s));

@@ -34,6 +34,13 @@ inline constexpr std::string_view store_results_sql =
     "UPDATE flypg_write_requests SET results = $2 WHERE id = $1";
 inline constexpr std::string_view stored_results_sql =
     "SELECT results FROM flypg_write_requests WHERE id = $1";
+/// Settles an interactive transaction's commit whose answer was lost (its caller runs this as a
+/// forwarded write): takes the id when nobody holds it, so the commit, whose claim needs the id,
+/// can never happen; else waits for the holder to end. Returns true when this fence holds the id
+/// (the transaction did not commit), false when the transaction committed under it.
+inline constexpr std::string_view fence_request_sql =
+    "INSERT INTO flypg_write_requests (id, results) VALUES ($1, 'flypg:fenced'::bytea) ON CONFLICT (id) DO "
+    "UPDATE SET created_at = flypg_write_requests.created_at RETURNING results = 'flypg:fenced'::bytea";
 inline constexpr std::string_view expire_requests_sql =
     "DELETE FROM flypg_write_requests WHERE created_at < now() - make_interval(secs => $1)";
 

@@ -256,7 +256,7 @@ class transaction_impl {
     virtual asio::awaitable<statement_result> execute(statement stmt) = 0;
     virtual asio::awaitable<std::vector<statement_result>> execute_pipelined(
         std::vector<statement> statements) = 0;
-    virtual asio::awaitable<std::uint64_t> commit() = 0;
+    virtual asio::awaitable<std::uint64_t> commit(std::string request_id) = 0;
     virtual asio::awaitable<void> rollback() = 0;
     virtual bool is_remote() const noexcept = 0;
 };
@@ -297,10 +297,11 @@ class local_transaction final : public transaction_impl {
         co_return out;
     }
 
-    asio::awaitable<std::uint64_t> commit() override {
+    asio::awaitable<std::uint64_t> commit(std::string request_id) override {
         check_open();
         finished_ = true;
-        auto r = co_await with_deadline(session_->commit(), clock::now() + options_.timeout);
+        auto commit = request_id.empty() ? session_->commit() : session_->commit_once(std::move(request_id));
+        auto r = co_await with_deadline(std::move(commit), clock::now() + options_.timeout);
         if (!r) {
             throw make_error(
                 errc::outcome_unknown,
@@ -381,12 +382,19 @@ class remote_transaction final : public transaction_impl {
         co_return out;
     }
 
-    asio::awaitable<std::uint64_t> commit() override {
+    asio::awaitable<std::uint64_t> commit(std::string request_id) override {
         check_open();
+        if (request_id.size() > max_request_id_bytes)
+            throw make_error(errc::invalid_argument,
+                             "commit: the request id is " + std::to_string(request_id.size()) +
+                                 " bytes (at most " + std::to_string(max_request_id_bytes) +
+                                 "); nothing was sent",
+                             flypg::origin::local);
         finished_ = true;
         const auto start = peer_->stream().requested_bytes();
-        auto outcome =
-            co_await await_kj(*ctx_->runtime, cap_.commitRequest().send(), clock::now() + options_.timeout);
+        auto request = cap_.commitRequest();
+        request.setRequestId(request_id);
+        auto outcome = co_await await_kj(*ctx_->runtime, request.send(), clock::now() + options_.timeout);
         if (!outcome.ok()) {
             const bool left = peer_->stream().written_bytes() > start;
             if (outcome.error && !left) {
@@ -1454,8 +1462,8 @@ asio::awaitable<std::vector<statement_result>> transaction::execute_pipelined(
     co_return co_await open(impl_).execute_pipelined(std::move(statements));
 }
 
-asio::awaitable<std::uint64_t> transaction::commit() {
-    co_return co_await open(impl_).commit();
+asio::awaitable<std::uint64_t> transaction::commit(std::string request_id) {
+    co_return co_await open(impl_).commit(std::move(request_id));
 }
 
 asio::awaitable<void> transaction::rollback() {

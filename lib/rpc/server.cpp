@@ -189,12 +189,16 @@ struct commit_outcome {
     std::optional<failure> error;
 };
 
-asio::awaitable<commit_outcome> tx_commit(std::shared_ptr<tx_state> tx) {
+asio::awaitable<commit_outcome> tx_commit(std::shared_ptr<tx_state> tx, std::string request_id) {
     commit_outcome out;
     if ((out.error = unusable(*tx))) co_return out;
     tx->finished = true;  // a failed COMMIT leaves nothing to roll back
     try {
-        out.lsn = co_await tx->session->commit();
+        // Two statements, not one ?: with a co_await in each branch: g++ 12 miscompiles that.
+        if (request_id.empty())
+            out.lsn = co_await tx->session->commit();
+        else
+            out.lsn = co_await tx->session->commit_once(std::move(request_id));
     } catch (...) {
         out.error = failure_from_exception(std::current_exception(), Kind::INTERNAL);
     }
@@ -289,7 +293,18 @@ class transaction_server final : public wire::Transaction::Server {
 
     kj::Promise<void> commit(CommitContext context) override {
         auto* rt = conn_->ctx->runtime.get();
-        auto run = then_in_order([rt, tx = tx_]() { return to_kj(*rt, tx_commit(tx)); });
+        std::string request_id = to_string(context.getParams().getRequestId());
+        if (request_id.size() > max_request_id_bytes) {
+            encode(make_failure(Kind::INVALID_ARGUMENT,
+                                "the request id is " + std::to_string(request_id.size()) +
+                                    " bytes (at most " + std::to_string(max_request_id_bytes) + ")"),
+                   context.getResults().initResult().initFailure());
+            return kj::READY_NOW;
+        }
+        context.releaseParams();
+        auto run = then_in_order([rt, tx = tx_, id = std::move(request_id)]() mutable {
+            return to_kj(*rt, tx_commit(tx, std::move(id)));
+        });
         return counted(conn_, run.then([context](commit_outcome out) mutable {
             auto result = context.getResults().initResult();
             if (out.error) {

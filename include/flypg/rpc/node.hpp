@@ -195,8 +195,10 @@ class transaction {
     /// failure, which is thrown; later statements do not run.
     asio::awaitable<std::vector<statement_result>> execute_pipelined(std::vector<statement> statements);
     /// Commits and returns the commit LSN. If the answer is lost after the request was sent, throws
-    /// errc::outcome_unknown: the transaction may have committed.
-    asio::awaitable<std::uint64_t> commit();
+    /// errc::outcome_unknown: the transaction may have committed. A non-empty `request_id` (at most
+    /// 128 bytes; only to nodes that remember request ids) is recorded in the transaction by the
+    /// serving node (transaction_session::commit_once), so the caller can settle a lost answer.
+    asio::awaitable<std::uint64_t> commit(std::string request_id = {});
     asio::awaitable<void> rollback();
 
     /// Whether the transaction runs on another node.

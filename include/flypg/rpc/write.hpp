@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "flypg/error.hpp"
 #include "flypg/rpc/value.hpp"
 
 namespace flypg::rpc {
@@ -69,6 +70,13 @@ class transaction_session {
     /// Commits; returns the LSN a replica must replay to see the transaction (see fly-semantics:
     /// the flush LSN read after a synchronous commit, not the insert LSN).
     virtual asio::awaitable<std::uint64_t> commit() = 0;
+    /// commit(), recording `request_id` in the transaction (write_executor::remembers_request_ids
+    /// says whether sessions implement it). The default refuses with errc::invalid_argument.
+    virtual asio::awaitable<std::uint64_t> commit_once(std::string request_id) {
+        (void)request_id;
+        throw_error(errc::invalid_argument, "this transaction session cannot record request ids");
+        co_return 0;
+    }
     virtual asio::awaitable<void> rollback() = 0;
 };
 

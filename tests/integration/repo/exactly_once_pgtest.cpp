@@ -115,6 +115,84 @@ TEST_F(ExactlyOnce, AWriteWhoseServingNodeDiedBeforeAnsweringRunsOnceAndReturnsI
         rows.size());
 }
 
+TEST_F(ExactlyOnce, ATransactionWhoseServingNodeDiedAfterCommittingIsReportedCommittedOnce) {
+    const std::uint16_t second_port = flypg::test::free_port();
+    auto first = std::make_unique<region_node_process>(primary_node_args({"--exit_after_commits=1"}));
+    std::unique_ptr<region_node_process> second;
+    replica_region world(io, {first->address(), "127.0.0.1:" + std::to_string(second_port)});
+    run(io, world.node->wait_for_region("ams", 10s));
+    std::thread starter([&] {
+        for (int i = 0; i < 1000 && first->running(); ++i) std::this_thread::sleep_for(10ms);
+        second = std::make_unique<region_node_process>(
+            primary_node_args({"--port=" + std::to_string(second_port)}));
+    });
+
+    const std::string note = "tx once " + std::to_string(::getpid());
+    flypg::write_result committed;
+    std::string failure;
+    try {
+        committed = run(
+            io,
+            [&]() -> asio::awaitable<flypg::write_result> {
+                flypg::primary_transaction tx = co_await world.db->begin_on_primary();
+                flypg::pg::params p{note};
+                co_await tx.execute("INSERT INTO " + once_table() + " (note) VALUES ($1)", std::move(p));
+                co_return co_await tx.commit();
+            }(),
+            60s);
+    } catch (const std::exception& e) {
+        failure = e.what();
+    }
+    starter.join();
+    EXPECT_EQ(failure, "");
+    EXPECT_FALSE(first->running()) << "the serving node should have died after the commit";
+    // The caller learnt the truth from the second node (the id was found, not fenced), and the
+    // row it waited for is readable on its replica.
+    EXPECT_TRUE(committed.replicated);
+    EXPECT_EQ(committed.route, flypg::write_route::forwarded);
+    EXPECT_EQ(rows_by_note(io, note)[note], 1);
+    const std::int64_t seen = run(io, [&]() -> asio::awaitable<std::int64_t> {
+        flypg::pg::params p{note};
+        flypg::pg::result r = co_await world.db->query(
+            "SELECT count(*) FROM " + once_table() + " WHERE note = $1", std::move(p));
+        co_return r.at(0).get<std::int64_t>(0);
+    }());
+    EXPECT_EQ(seen, 1);
+}
+
+TEST_F(ExactlyOnce, ATransactionRepeatingAnIdempotencyKeyRollsBackInEveryRegion) {
+    region_node_process primary(primary_node_args());
+    replica_region world(io, {primary.address()});
+    primary_region_repo local(io);
+    run(io, world.node->wait_for_region("ams", 10s));
+    const std::string note = "tx keyed " + std::to_string(::getpid());
+    const std::string key = "tx-" + std::to_string(::getpid()) + "-" +
+                            std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
+    auto insert_keyed = [&](flypg::repo& db) -> asio::awaitable<flypg::write_result> {
+        flypg::write_options keyed;
+        keyed.idempotency_key = key;
+        flypg::primary_transaction tx = co_await db.begin_on_primary(keyed);
+        flypg::pg::params p{note};
+        co_await tx.execute("INSERT INTO " + once_table() + " (note) VALUES ($1)", std::move(p));
+        co_return co_await tx.commit();
+    };
+    const flypg::write_result first = run(io, insert_keyed(*world.db));
+    EXPECT_TRUE(first.replicated);
+    for (flypg::repo* again : {world.db.get(), &local.db}) {
+        std::error_code code;
+        std::string message;
+        try {
+            run(io, insert_keyed(*again));
+        } catch (const flypg::error& e) {
+            code = e.code();
+            message = e.diag().hint;
+        }
+        EXPECT_EQ(code, flypg::sqlstate("23505")) << message;
+        EXPECT_NE(message.find("request id is already taken"), std::string::npos) << message;
+    }
+    EXPECT_EQ(rows_by_note(io, note)[note], 1);
+}
+
 TEST_F(ExactlyOnce, AnIdempotencyKeyReturnsTheFirstOutcomeToALaterCall) {
     region_node_process primary(primary_node_args());
     replica_region world(io, {primary.address()});
