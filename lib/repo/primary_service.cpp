@@ -1,5 +1,6 @@
 #include "flypg/repo.hpp"
 #include "repo/primary_service_impl.hpp"
+#include "repo/write_requests.hpp"
 
 namespace flypg {
 namespace detail {
@@ -46,7 +47,10 @@ void primary_service_impl::add_transaction(std::string name, primary_transaction
 }
 
 asio::awaitable<std::pair<std::vector<rpc::value>, std::uint64_t>> primary_service_impl::run_transaction(
-    const std::string& database_name, const std::string& name, std::vector<rpc::value> args) {
+    const std::string& database_name,
+    const std::string& name,
+    std::vector<rpc::value> args,
+    std::string request_id) {
     auto found = transactions_.find(name);
     if (found == transactions_.end())
         throw_error(errc::procedure_error,
@@ -55,12 +59,20 @@ asio::awaitable<std::pair<std::vector<rpc::value>, std::uint64_t>> primary_servi
     db.measures().named_transactions.inc();
     try {
         pg::pooled_connection conn = co_await db.pool().acquire();
-        co_await begin_synchronous(*conn);
         // If the body throws, the connection goes back inside the transaction; the pool closes it
-        // and the server rolls the transaction back.
+        // and the server rolls the transaction back (and with it the claim of the id).
+        if (request_id.empty()) {
+            co_await begin_synchronous(*conn);
+            std::vector<rpc::value> results = co_await found->second(*conn, std::move(args));
+            const lsn commit_lsn = co_await commit_and_read_lsn(*conn);
+            co_return std::make_pair(std::move(results), commit_lsn.value());
+        }
+        std::optional<primary_writes::first_run> first = co_await db.begin_claimed(*conn, request_id);
+        if (first) co_return std::make_pair(std::move(first->values), first->commit_lsn);
         std::vector<rpc::value> results = co_await found->second(*conn, std::move(args));
-        const lsn commit_lsn = co_await commit_and_read_lsn(*conn);
-        co_return std::make_pair(std::move(results), commit_lsn.value());
+        const std::uint64_t commit_lsn =
+            co_await db.commit_claimed(*conn, request_id, encode_values(results));
+        co_return std::make_pair(std::move(results), commit_lsn);
     } catch (...) {
         db.measures().named_transaction_failures.inc();
         throw;
@@ -78,18 +90,44 @@ void primary_service::add_transaction(std::string name, primary_transaction_fn f
 
 namespace {
 
+// The database and transaction names first, then (with `with_request_id`) the request id.
+struct named_call {
+    std::string database;
+    std::string name;
+    std::string request_id;
+};
+
+named_call take_call_header(std::vector<rpc::value>& args, bool with_request_id) {
+    const std::size_t header = with_request_id ? 3 : 2;
+    const char* procedure =
+        with_request_id ? detail::transaction_once_procedure : detail::transaction_procedure;
+    bool well_formed = args.size() >= header;
+    for (std::size_t i = 0; well_formed && i < header; ++i)
+        well_formed = std::holds_alternative<std::string>(args[i]);
+    if (!well_formed)
+        throw_error(errc::invalid_argument,
+                    std::string(procedure) + " takes the database and transaction names first" +
+                        (with_request_id ? ", then the request id" : ""));
+    named_call call{std::get<std::string>(args[0]), std::get<std::string>(args[1]), {}};
+    if (with_request_id) {
+        call.request_id = std::get<std::string>(args[2]);
+        if (call.request_id.empty() || call.request_id.size() > rpc::max_request_id_bytes)
+            throw_error(errc::invalid_argument,
+                        "the request id of a named transaction is " + std::to_string(call.request_id.size()) +
+                            " bytes (1 to " + std::to_string(rpc::max_request_id_bytes) + ")");
+    }
+    args.erase(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(header));
+    return call;
+}
+
 // A free coroutine, not a capturing lambda: its frame owns copies of its arguments, so it does not
 // depend on the lifetime of the std::function that started it.
 asio::awaitable<std::vector<rpc::value>> serve_transaction(detail::primary_service_impl* impl,
-                                                           std::vector<rpc::value> args) {
-    if (args.size() < 2 || !std::holds_alternative<std::string>(args[0]) ||
-        !std::holds_alternative<std::string>(args[1]))
-        throw_error(errc::invalid_argument,
-                    "flypg.transaction takes the database and transaction names first");
-    const std::string database = std::get<std::string>(args[0]);
-    const std::string name = std::get<std::string>(args[1]);
-    args.erase(args.begin(), args.begin() + 2);
-    auto [results, commit_lsn] = co_await impl->run_transaction(database, name, std::move(args));
+                                                           std::vector<rpc::value> args,
+                                                           bool with_request_id) {
+    named_call call = take_call_header(args, with_request_id);
+    auto [results, commit_lsn] =
+        co_await impl->run_transaction(call.database, call.name, std::move(args), std::move(call.request_id));
     std::vector<rpc::value> reply;
     reply.reserve(results.size() + 1);
     reply.emplace_back(std::in_place_type<std::int64_t>, static_cast<std::int64_t>(commit_lsn));
@@ -101,8 +139,12 @@ asio::awaitable<std::vector<rpc::value>> serve_transaction(detail::primary_servi
 
 void primary_service::add_procedures(rpc::procedure_registry& procedures) {
     detail::primary_service_impl* impl = impl_.get();
-    procedures.add(detail::transaction_procedure,
-                   [impl](std::vector<rpc::value> args) { return serve_transaction(impl, std::move(args)); });
+    procedures.add(detail::transaction_procedure, [impl](std::vector<rpc::value> args) {
+        return serve_transaction(impl, std::move(args), false);
+    });
+    procedures.add(detail::transaction_once_procedure, [impl](std::vector<rpc::value> args) {
+        return serve_transaction(impl, std::move(args), true);
+    });
 }
 
 asio::awaitable<rpc::write_result> primary_service::execute(std::vector<rpc::statement> statements) {

@@ -15,6 +15,9 @@ namespace flypg::detail {
 /// args = [database, transaction name, the transaction's own args...];
 /// results = [commit LSN as int64, the transaction's own results...].
 inline constexpr const char* transaction_procedure = "flypg.transaction";
+/// The same at most once: args = [database, transaction name, request id, its own args...]; a
+/// repeated id answers with the first committed run's results (write_requests.hpp).
+inline constexpr const char* transaction_once_procedure = "flypg.transaction_once";
 
 class primary_service_impl {
   public:
@@ -29,9 +32,13 @@ class primary_service_impl {
     primary_writes& only_database();
 
     void add_transaction(std::string name, primary_transaction_fn fn);
-    /// Runs a named transaction on `database`'s primary; returns its results and commit LSN.
+    /// Runs a named transaction on `database`'s primary; returns its results and commit LSN. With
+    /// a `request_id`, at most once: a repeat returns the first run's results.
     asio::awaitable<std::pair<std::vector<rpc::value>, std::uint64_t>> run_transaction(
-        const std::string& database, const std::string& name, std::vector<rpc::value> args);
+        const std::string& database,
+        const std::string& name,
+        std::vector<rpc::value> args,
+        std::string request_id = {});
 
     /// Given to every database's primary_writes (see primary_service::set_after_commit_hook).
     std::function<void()> after_commit;

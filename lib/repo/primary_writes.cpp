@@ -104,26 +104,27 @@ const pg::result* first_failure(const std::vector<pg::result>& results) {
 
 // A repeat: what the run that committed under the id answered, and the current flush LSN, which
 // is at or past that run's commit.
-asio::awaitable<rpc::write_result> stored_outcome(pg::connection& conn,
-                                                  const std::string& request_id,
-                                                  served_metrics& measures) {
-    // One round trip for both.
+// What a committed run stored under its id, and the current flush LSN (which covers that run's
+// commit), in one round trip.
+struct stored_request {
+    std::vector<std::uint8_t> bytes;
+    std::uint64_t flush_lsn = 0;
+};
+
+asio::awaitable<stored_request> read_stored(pg::connection& conn, const std::string& request_id) {
     std::vector<pg::statement> reads(2);
     reads[0].sql = std::string(stored_results_sql);
     reads[0].params = pg::params{request_id};
     reads[1].sql = std::string(replication::commit_lsn_sql);
     std::vector<pg::result> answers = co_await conn.pipeline(std::move(reads));
     for (const pg::result& r : answers) r.throw_if_error();
-    const pg::result& stored = answers[0];
-    const pg::result& now = answers[1];
-    if (stored.size() != 1)
-        throw_error(errc::protocol_error, "the forwarded write's request id vanished while it was looked up");
-    const auto bytes = stored[0].get<pg::bytes>(0);
-    rpc::write_result out;
-    out.results = decode_results(std::span<const std::uint8_t>(
-        reinterpret_cast<const std::uint8_t*>(bytes.data.data()), bytes.data.size()));
-    out.commit_lsn = lsn::parse(now[0].text(0)).value();
-    measures.repeated_writes.inc();
+    if (answers[0].size() != 1)
+        throw_error(errc::protocol_error, "a request id vanished while its stored results were looked up");
+    const auto blob = answers[0][0].get<pg::bytes>(0);
+    stored_request out;
+    out.bytes.resize(blob.data.size());
+    if (!blob.data.empty()) std::memcpy(out.bytes.data(), blob.data.data(), blob.data.size());
+    out.flush_lsn = lsn::parse(answers[1][0].text(0)).value();
     co_return out;
 }
 
@@ -261,40 +262,67 @@ asio::awaitable<rpc::write_result> primary_writes::run_once(std::vector<rpc::sta
     if (const pg::result* failed = first_failure(results)) {
         co_await conn->query("ROLLBACK");
         if (!repeat) failed->throw_if_error();
-        co_return co_await stored_outcome(*conn, request_id, measures_);
+        const stored_request first = co_await read_stored(*conn, request_id);
+        measures_.repeated_writes.inc();
+        rpc::write_result out;
+        out.results = decode_results(first.bytes);
+        out.commit_lsn = first.flush_lsn;
+        co_return out;
     }
     rpc::write_result out;
     out.results.reserve(count);
     for (std::size_t i = 0; i < count; ++i) out.results.push_back(to_rpc_result(results[3 + i]));
-    // Second round trip: the results stored under the id, the commit, its LSN.
-    const std::vector<std::uint8_t> encoded = encode_results(out.results);
+    out.commit_lsn = co_await commit_claimed(*conn, request_id, encode_results(out.results));
+    co_return out;
+}
+
+asio::awaitable<std::optional<primary_writes::first_run>> primary_writes::begin_claimed(
+    pg::connection& conn, const std::string& request_id) {
+    co_await prepare_request_table(conn);
+    expire_old_requests();
+    std::vector<pg::statement> batch(3);
+    batch[0].sql = "BEGIN";
+    batch[1].sql = std::string(replication::keep_commit_synchronous_sql);
+    batch[2].sql = std::string(claim_request_sql);
+    batch[2].params = pg::params{request_id};
+    std::vector<pg::result> results = co_await conn.pipeline(std::move(batch));
+    if (const pg::result* failed = first_failure(results)) {
+        co_await conn.query("ROLLBACK");
+        if (results[2].error() != sqlstate("23505")) failed->throw_if_error();
+        const stored_request first = co_await read_stored(conn, request_id);
+        measures_.repeated_writes.inc();
+        first_run repeat{decode_values(first.bytes), first.flush_lsn};
+        co_return repeat;
+    }
+    co_return std::nullopt;
+}
+
+asio::awaitable<std::uint64_t> primary_writes::commit_claimed(pg::connection& conn,
+                                                              const std::string& request_id,
+                                                              std::vector<std::uint8_t> stored) {
     pg::bytes blob;
-    blob.data.resize(encoded.size());
-    if (!encoded.empty()) std::memcpy(blob.data.data(), encoded.data(), encoded.size());
-    pg::params stored{request_id, std::move(blob)};
-    std::vector<pg::statement> finish(3);
+    blob.data.resize(stored.size());
+    if (!stored.empty()) std::memcpy(blob.data.data(), stored.data(), stored.size());
+    pg::params store{request_id, std::move(blob)};
+    std::vector<pg::statement> finish(1);
     finish[0].sql = std::string(store_results_sql);
-    finish[0].params = std::move(stored);
-    finish[1].sql = "COMMIT";
-    finish[1].sync = pg::sync_after::yes;
-    finish[2].sql = std::string(replication::commit_lsn_sql);
+    finish[0].params = std::move(store);
+    for (pg::statement& s : commit_batch()) finish.push_back(std::move(s));
     std::vector<pg::result> done;
     try {
-        done = co_await conn->pipeline(std::move(finish));
+        done = co_await conn.pipeline(std::move(finish));
     } catch (const flypg::error& e) {
         // The server refused the commit (an SQL error: it rolled back), or the connection failed
-        // with COMMIT sent, and then nobody here knows: the caller may send the write again under
-        // its id, which finds the answer if the commit happened.
+        // with COMMIT sent, and then nobody here knows: the caller may send the request again
+        // under its id, which finds the answer if the commit happened.
         if (e.code().category() == sqlstate_category()) throw;
         throw_error(errc::outcome_unknown,
                     std::string("the connection to the primary failed after COMMIT was sent: ") + e.what());
     }
-    for (const pg::result& r : done) r.throw_if_error();
-    if (done[2].size() != 1 || done[2][0].is_null(0))
-        throw_error(errc::protocol_error, "pg_current_wal_flush_lsn() returned no value on the primary");
-    out.commit_lsn = lsn::parse(done[2][0].text(0)).value();
+    done[0].throw_if_error();
+    const lsn committed = read_commit_lsn(done, 1);
     if (after_commit != nullptr && *after_commit) (*after_commit)();
-    co_return out;
+    co_return committed.value();
 }
 
 asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin_primary_session(

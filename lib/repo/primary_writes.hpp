@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "flypg/lsn.hpp"
@@ -42,6 +43,24 @@ class primary_writes final : public rpc::write_executor {
     /// with the first run's results and the current flush LSN, which covers that run's commit.
     asio::awaitable<rpc::write_result> execute_once(std::vector<rpc::statement> statements,
                                                     std::string request_id);
+
+    /// What a request id's first, committed run returned: a named transaction's values, and the
+    /// flush LSN when the repeat was seen (it covers the first run's commit).
+    struct first_run {
+        std::vector<rpc::value> values;
+        std::uint64_t commit_lsn = 0;
+    };
+    /// Opens a synchronous transaction block on `conn` that holds `request_id` (named transactions
+    /// run at most once with it). When a committed run already holds the id, rolls back and
+    /// returns that run's stored values instead.
+    asio::awaitable<std::optional<first_run>> begin_claimed(pg::connection& conn,
+                                                            const std::string& request_id);
+    /// Stores `stored` (encode_values / encode_results) under the id begin_claimed() took,
+    /// commits, and returns the commit LSN; errc::outcome_unknown when the connection failed after
+    /// COMMIT was sent.
+    asio::awaitable<std::uint64_t> commit_claimed(pg::connection& conn,
+                                                  const std::string& request_id,
+                                                  std::vector<std::uint8_t> stored);
 
     /// For fault-injection tests: called after a write with a request id committed, before its
     /// answer leaves (a test makes the serving node die there). Owned by the primary_service.

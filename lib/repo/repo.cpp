@@ -111,6 +111,16 @@ class repo_impl {
     /// The request id of a forwarded write or remote commit: the caller's key, else a fresh id
     /// when every primary-region node remembers ids, else none.
     std::string request_id_for(const write_options& o);
+    /// request_id_for() for a transaction, which cannot avoid nodes that forget ids: an
+    /// idempotency key is then refused (errc::invalid_argument).
+    std::string transaction_request_id_for(const write_options& o);
+    /// Runs `attempt` (given the time left) until it succeeds, fails for good, or `deadline`
+    /// passes. With a request id, an attempt whose answer was lost (outcome_unknown, no node, a
+    /// transport error) is made again; without one, the first failure is final.
+    asio::awaitable<void> retry_at_most_once(
+        const std::string& request_id,
+        std::chrono::steady_clock::time_point deadline,
+        std::function<asio::awaitable<void>(std::chrono::milliseconds left)> attempt);
     /// After a remote commit under `request_id` lost its answer: fences the id (fence_request_sql)
     /// until `deadline` and returns an LSN covering the commit if it happened; throws
     /// errc::connection_lost when it did not (nothing was written).
@@ -475,31 +485,54 @@ asio::awaitable<rpc::write_result> repo_impl::forward_at_most_once(
     std::vector<rpc::statement> statements,
     rpc::call_options call,
     std::chrono::steady_clock::time_point deadline) {
-    // The request id makes every attempt after the first safe: the serving node runs the write at
-    // most once and answers a repeat with the first run's results. So a write whose answer was
-    // lost (a node died, a connection broke) is sent again, to the same or another primary-region
-    // node, until the deadline; outcome_unknown is left only once that has passed.
+    rpc::write_result reply;
+    co_await retry_at_most_once(
+        call.request_id, deadline, [&](std::chrono::milliseconds left) -> asio::awaitable<void> {
+            call.timeout = left;
+            reply = co_await node.forward_write(statements, call);
+        });
+    co_return reply;
+}
+
+asio::awaitable<void> repo_impl::retry_at_most_once(
+    const std::string& request_id,
+    std::chrono::steady_clock::time_point deadline,
+    std::function<asio::awaitable<void>(std::chrono::milliseconds left)> attempt) {
+    // The request id makes every attempt after the first safe: the serving node runs the request
+    // at most once and answers a repeat with the first run's results. So a request whose answer
+    // was lost (a node died, a connection broke) is sent again, to the same or another
+    // primary-region node, until the deadline; outcome_unknown is left only once that has passed.
     std::chrono::milliseconds pause{10};
-    for (int attempt = 1;; ++attempt) {
+    // Once an attempt's answer was lost, the request may have run: a later attempt that is not
+    // even sent (no node, a broken connection, a full peer) does not make it "not sent".
+    std::string lost_answer;
+    for (int attempt_number = 1;; ++attempt_number) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now());
-        call.timeout = std::max(left, std::chrono::milliseconds(1));
         std::error_code code;
         std::string what;
         try {
-            co_return co_await node.forward_write(statements, call);
+            co_await attempt(std::max(left, std::chrono::milliseconds(1)));
+            co_return;
         } catch (const flypg::error& e) {
             code = e.code();
             what = e.what();
+            if (code == errc::outcome_unknown) lost_answer = what;
             // Without an id, the first answer is final, as it always was.
-            const bool may_try_again = !call.request_id.empty() &&
-                                       (code == errc::outcome_unknown || code == errc::no_node_in_region ||
+            const bool may_try_again =
+                !request_id.empty() && (code == errc::outcome_unknown || code == errc::no_node_in_region ||
                                         code == errc::transport_error);
             if (!may_try_again || std::chrono::steady_clock::now() + pause >= deadline) {
-                if (attempt == 1) throw;
-                throw_error(code,
-                            what + " (after " + std::to_string(attempt) + " attempts with request id " +
-                                call.request_id + ")");
+                if (attempt_number == 1) throw;
+                const std::string attempts = " (after " + std::to_string(attempt_number) +
+                                             " attempts with request id " + request_id + ")";
+                const bool not_sent = code == errc::no_node_in_region || code == errc::transport_error ||
+                                      code == errc::overloaded;
+                if (!lost_answer.empty() && not_sent)
+                    throw_error(errc::outcome_unknown,
+                                "the answer to an earlier attempt was lost (" + lost_answer +
+                                    ") and the last attempt could not be sent (" + what + ")" + attempts);
+                throw_error(code, what + attempts);
             }
         }
         measures.write_retries.inc();
@@ -515,6 +548,15 @@ std::string repo_impl::request_id_for(const write_options& o) {
     if (o.idempotency_key) return "k:" + *o.idempotency_key;
     if (node.remembers_request_ids(node.primary_region())) return new_request_id();
     return {};
+}
+
+std::string repo_impl::transaction_request_id_for(const write_options& o) {
+    const bool remembered = node.remembers_request_ids(node.primary_region());
+    if (o.idempotency_key && !remembered)
+        throw_error(errc::invalid_argument,
+                    "write_options::idempotency_key on a transaction needs every node of the primary region "
+                    "to remember request ids (a flypg version that does)");
+    return request_id_for(o);
 }
 
 asio::awaitable<lsn> repo_impl::settle_lost_commit(const std::string& request_id,
@@ -751,17 +793,29 @@ asio::awaitable<std::vector<rpc::value>> repo::transaction_on_primary(std::strin
                                                                       write_options options) {
     const auto eff = impl_->resolve(options);
     if (is_primary()) {
-        auto [results, commit_lsn] =
-            co_await impl_->service->impl().run_transaction(impl_->options.name, name, std::move(args));
+        // A key is recorded here too, so that it means one transaction whichever region sends it.
+        std::string key = options.idempotency_key ? "k:" + *options.idempotency_key : std::string();
+        auto [results, commit_lsn] = co_await impl_->service->impl().run_transaction(
+            impl_->options.name, name, std::move(args), std::move(key));
         (void)commit_lsn;
         co_return results;
     }
-    args.insert(args.begin(), rpc::value(name));
-    args.insert(args.begin(), rpc::value(impl_->options.name));
-    rpc::call_options call;
-    call.timeout = eff.rpc_timeout;
-    std::vector<rpc::value> reply =
-        co_await impl_->node.call_primary(detail::transaction_procedure, std::move(args), call);
+    // With a request id the call is sent again after a lost answer, until rpc_timeout: the
+    // serving node runs it at most once and answers a repeat with the first run's results.
+    const std::string request_id = impl_->transaction_request_id_for(options);
+    std::vector<rpc::value> header{rpc::value(impl_->options.name), rpc::value(name)};
+    if (!request_id.empty()) header.emplace_back(request_id);
+    args.insert(args.begin(), header.begin(), header.end());
+    const char* procedure =
+        request_id.empty() ? detail::transaction_procedure : detail::transaction_once_procedure;
+    std::vector<rpc::value> reply;
+    co_await impl_->retry_at_most_once(request_id,
+                                       std::chrono::steady_clock::now() + eff.rpc_timeout,
+                                       [&](std::chrono::milliseconds left) -> asio::awaitable<void> {
+                                           rpc::call_options call;
+                                           call.timeout = left;
+                                           reply = co_await impl_->node.call_primary(procedure, args, call);
+                                       });
     if (reply.empty() || !std::holds_alternative<std::int64_t>(reply.front()))
         throw_error(errc::protocol_error, "flypg.transaction answered without a commit LSN");
     const lsn commit = lsn::from_value(static_cast<std::uint64_t>(std::get<std::int64_t>(reply.front())));
@@ -857,11 +911,7 @@ asio::awaitable<primary_transaction> repo::begin_on_primary(write_options option
         rpc::call_options call;
         call.timeout = impl_->resolve(options).rpc_timeout;
         call.database = impl_->options.name;
-        s->request_id = impl_->request_id_for(options);
-        if (options.idempotency_key && !impl_->node.remembers_request_ids(impl_->node.primary_region()))
-            throw_error(errc::invalid_argument,
-                        "write_options::idempotency_key on a transaction needs every node of the primary "
-                        "region to remember request ids (a flypg version that does)");
+        s->request_id = impl_->transaction_request_id_for(options);
         s->remote.emplace(co_await impl_->node.begin_transaction(call));
     }
     co_return primary_transaction(std::move(s));

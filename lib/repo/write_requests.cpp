@@ -1,5 +1,6 @@
 #include "repo/write_requests.hpp"
 
+#include <bit>
 #include <cstring>
 
 #include "flypg/error.hpp"
@@ -21,8 +22,20 @@ class writer {
         u32(static_cast<std::uint32_t>(s.size()));
         out.insert(out.end(), s.begin(), s.end());
     }
+    void blob(const std::vector<std::uint8_t>& b) {
+        u32(static_cast<std::uint32_t>(b.size()));
+        out.insert(out.end(), b.begin(), b.end());
+    }
     std::vector<std::uint8_t> out;
 };
+
+// Also what a forwarded write finds under an id that a named transaction used, and back: one id
+// space, two encodings, and a clear refusal instead of a misread.
+[[noreturn]] void throw_malformed() {
+    throw_error(errc::protocol_error,
+                "the results stored under this request id are malformed, or were stored by another kind of "
+                "request (a forwarded write, a named transaction or an interactive transaction)");
+}
 
 class reader {
   public:
@@ -44,6 +57,10 @@ class reader {
         const auto b = take(u32());
         return {reinterpret_cast<const char*>(b.data()), b.size()};
     }
+    std::vector<std::uint8_t> blob() {
+        const auto b = take(u32());
+        return {b.begin(), b.end()};
+    }
     /// A count of items that take at least `min_bytes` each: bounded by what is left.
     std::uint32_t count(std::size_t min_bytes) {
         const std::uint32_t n = u32();
@@ -59,9 +76,7 @@ class reader {
         at_ += n;
         return b;
     }
-    [[noreturn]] static void fail() {
-        throw_error(errc::protocol_error, "the stored results of a forwarded write are malformed");
-    }
+    [[noreturn]] static void fail() { throw_malformed(); }
     std::span<const std::uint8_t> in_;
     std::size_t at_ = 0;
 };
@@ -101,8 +116,7 @@ std::vector<rpc::statement_result> decode_results(std::span<const std::uint8_t> 
         }
         // A row takes a byte per cell at least; rows of no column take none, and are bounded apart.
         const std::uint32_t rows = result.columns.empty() ? r.u32() : r.count(result.columns.size());
-        if (result.columns.empty() && rows > (1u << 20))
-            throw_error(errc::protocol_error, "the stored results of a forwarded write are malformed");
+        if (result.columns.empty() && rows > (1u << 20)) throw_malformed();
         result.rows.resize(rows);
         for (auto& row : result.rows) {
             row.resize(result.columns.size());
@@ -110,7 +124,76 @@ std::vector<rpc::statement_result> decode_results(std::span<const std::uint8_t> 
                 if (r.u8() != 0) cell = r.text();
         }
     }
-    if (!r.done()) throw_error(errc::protocol_error, "the stored results of a forwarded write are malformed");
+    if (!r.done()) throw_malformed();
+    return out;
+}
+
+// A value is its variant index, then its content: fixed-width numbers, counted text and bytes.
+// decode_values() spells the indices out; a new alternative must be added there too.
+static_assert(std::variant_size_v<rpc::value> == 8 &&
+              std::is_same_v<std::variant_alternative_t<0, rpc::value>, rpc::null_value> &&
+              std::is_same_v<std::variant_alternative_t<5, rpc::value>, double> &&
+              std::is_same_v<std::variant_alternative_t<7, rpc::value>, rpc::bytes>);
+std::vector<std::uint8_t> encode_values(const std::vector<rpc::value>& values) {
+    writer w;
+    w.u32(static_cast<std::uint32_t>(values.size()));
+    for (const rpc::value& v : values) {
+        w.u8(static_cast<std::uint8_t>(v.index()));
+        std::visit(
+            [&w](const auto& x) {
+                using T = std::decay_t<decltype(x)>;
+                if constexpr (std::is_same_v<T, bool>) {
+                    w.u8(x ? 1 : 0);
+                } else if constexpr (std::is_same_v<T, std::int16_t> || std::is_same_v<T, std::int32_t> ||
+                                     std::is_same_v<T, std::int64_t>) {
+                    w.u64(static_cast<std::uint64_t>(static_cast<std::int64_t>(x)));
+                } else if constexpr (std::is_same_v<T, double>) {
+                    w.u64(std::bit_cast<std::uint64_t>(x));
+                } else if constexpr (std::is_same_v<T, std::string>) {
+                    w.text(x);
+                } else if constexpr (std::is_same_v<T, rpc::bytes>) {
+                    w.blob(x.data);
+                }
+            },
+            v);
+    }
+    return std::move(w.out);
+}
+
+std::vector<rpc::value> decode_values(std::span<const std::uint8_t> bytes) {
+    reader r(bytes);
+    std::vector<rpc::value> out(r.count(1));
+    for (rpc::value& v : out) {
+        switch (r.u8()) {
+            case 0:
+                v = rpc::null_value{};
+                break;
+            case 1:
+                v = r.u8() != 0;
+                break;
+            case 2:
+                v = static_cast<std::int16_t>(static_cast<std::int64_t>(r.u64()));
+                break;
+            case 3:
+                v = static_cast<std::int32_t>(static_cast<std::int64_t>(r.u64()));
+                break;
+            case 4:
+                v = static_cast<std::int64_t>(r.u64());
+                break;
+            case 5:
+                v = std::bit_cast<double>(r.u64());
+                break;
+            case 6:
+                v = r.text();
+                break;
+            case 7:
+                v = rpc::bytes(r.blob());
+                break;
+            default:
+                throw_malformed();
+        }
+    }
+    if (!r.done()) throw_malformed();
     return out;
 }
 

@@ -52,4 +52,9 @@ std::vector<std::uint8_t> encode_results(const std::vector<rpc::statement_result
 /// Throws flypg::error (errc::protocol_error) for bytes encode_results() did not make.
 std::vector<rpc::statement_result> decode_results(std::span<const std::uint8_t> bytes);
 
+/// A named transaction's returned values as stored with its id, and back (types kept).
+std::vector<std::uint8_t> encode_values(const std::vector<rpc::value>& values);
+/// Throws flypg::error (errc::protocol_error) for bytes encode_values() did not make.
+std::vector<rpc::value> decode_values(std::span<const std::uint8_t> bytes);
+
 }  // namespace flypg::detail

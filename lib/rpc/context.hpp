@@ -34,8 +34,6 @@ identity decode(wire::NodeIdentity::Reader in);
 inline constexpr std::size_t max_node_id_bytes = 64;
 inline constexpr std::size_t max_region_bytes = 64;
 inline constexpr std::size_t max_app_version_bytes = 128;
-/// A forwarded write's request id (call_options::request_id), at most.
-inline constexpr std::size_t max_request_id_bytes = 128;
 
 /// Why `who` cannot be accepted ("its node id is 4194304 bytes long (at most 64)"), or empty.
 std::string identity_problem(const identity& who);

@@ -20,6 +20,7 @@
 #include "rpc/context.hpp"
 #include "rpc/kj_bridge.hpp"
 #include "rpc/peer.hpp"
+#include "rpc/peer_address.hpp"
 #include "rpc/server.hpp"
 
 namespace flypg::rpc {
@@ -66,77 +67,6 @@ std::string endpoint_text(const tcp::endpoint& ep) {
     auto address = ep.address();
     if (address.is_v6()) return "[" + address.to_string() + "]:" + std::to_string(ep.port());
     return address.to_string() + ":" + std::to_string(ep.port());
-}
-
-std::uint16_t parse_port(std::string_view text, const std::string& what) {
-    unsigned value = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || value == 0 || value > 65535) {
-        throw_error(errc::invalid_argument, what + ": \"" + std::string(text) + "\" is not a port (1-65535)");
-    }
-    return static_cast<std::uint16_t>(value);
-}
-
-struct peer_target {
-    std::string host;
-    std::uint16_t port = 0;
-};
-
-// "host:port", "host", "[v6]:port", "[v6]", or a bare IPv6 literal (no port).
-peer_target parse_peer(std::string_view entry, std::uint16_t fallback_port, const std::string& source) {
-    const std::string what = source + " entry \"" + std::string(entry) + "\"";
-    peer_target t;
-    if (entry.empty()) throw_error(errc::invalid_argument, what + " is empty");
-    if (entry.front() == '[') {
-        auto close = entry.find(']');
-        if (close == std::string_view::npos) throw_error(errc::invalid_argument, what + ": missing ']'");
-        t.host = std::string(entry.substr(1, close - 1));
-        auto rest = entry.substr(close + 1);
-        if (rest.empty()) {
-            t.port = fallback_port;
-        } else if (rest.front() == ':') {
-            t.port = parse_port(rest.substr(1), what);
-        } else {
-            throw_error(errc::invalid_argument, what + ": expected ':' after ']'");
-        }
-    } else if (std::count(entry.begin(), entry.end(), ':') > 1) {
-        t.host = std::string(entry);  // a bare IPv6 literal
-        t.port = fallback_port;
-    } else if (auto colon = entry.find(':'); colon != std::string_view::npos) {
-        t.host = std::string(entry.substr(0, colon));
-        t.port = parse_port(entry.substr(colon + 1), what);
-    } else {
-        t.host = std::string(entry);
-        t.port = fallback_port;
-    }
-    if (t.host.empty()) throw_error(errc::invalid_argument, what + ": no host");
-    return t;
-}
-
-std::vector<peer_target> parse_peers(const std::vector<std::string>& entries,
-                                     std::uint16_t fallback_port,
-                                     const std::string& source) {
-    std::vector<peer_target> out;
-    for (const auto& raw : entries) {
-        std::string_view e = raw;
-        while (!e.empty() && e.front() == ' ') e.remove_prefix(1);
-        while (!e.empty() && e.back() == ' ') e.remove_suffix(1);
-        if (e.empty()) continue;
-        out.push_back(parse_peer(e, fallback_port, source));
-    }
-    return out;
-}
-
-std::vector<std::string> split_commas(const std::string& list) {
-    std::vector<std::string> out;
-    std::size_t start = 0;
-    while (start <= list.size()) {
-        auto comma = list.find(',', start);
-        if (comma == std::string::npos) comma = list.size();
-        out.push_back(list.substr(start, comma - start));
-        start = comma + 1;
-    }
-    return out;
 }
 
 /// Exponential backoff with equal jitter: half the cap, plus a random part of the other half.

@@ -136,6 +136,9 @@ struct node_options {
     std::uint32_t advertised_protocol_version = 0;
 };
 
+/// The longest request id (call_options::request_id, transaction::commit) a node accepts.
+inline constexpr std::size_t max_request_id_bytes = 128;
+
 /// Per-call options.
 ///
 /// Not an aggregate on purpose: the operations take it by value with `= {}` as default, and g++ 12

@@ -232,4 +232,84 @@ TEST_F(ExactlyOnce, AnIdempotencyKeyReturnsTheFirstOutcomeToALaterCall) {
     EXPECT_EQ(rows_by_note(io, note)[note], 1);
 }
 
+TEST_F(ExactlyOnce, ANamedTransactionWhoseServingNodeDiedAfterCommittingRunsOnceAndReturnsItsValues) {
+    const std::uint16_t second_port = flypg::test::free_port();
+    auto first = std::make_unique<region_node_process>(primary_node_args({"--exit_after_commits=1"}));
+    std::unique_ptr<region_node_process> second;
+    replica_region world(io, {first->address(), "127.0.0.1:" + std::to_string(second_port)});
+    run(io, world.node->wait_for_region("ams", 10s));
+    std::thread starter([&] {
+        for (int i = 0; i < 1000 && first->running(); ++i) std::this_thread::sleep_for(10ms);
+        second = std::make_unique<region_node_process>(
+            primary_node_args({"--port=" + std::to_string(second_port)}));
+    });
+
+    const std::string prefix = "named once " + std::to_string(::getpid()) + " ";
+    std::vector<flypg::rpc::value> returned;
+    std::string failure;
+    try {
+        returned = run(
+            io,
+            [&]() -> asio::awaitable<std::vector<flypg::rpc::value>> {
+                std::vector<flypg::rpc::value> args{once_table(), prefix + "a", prefix + "b"};
+                co_return co_await world.db->transaction_on_primary("insert_pair", std::move(args));
+            }(),
+            60s);
+    } catch (const std::exception& e) {
+        failure = e.what();
+    }
+    starter.join();
+    EXPECT_EQ(failure, "");
+    EXPECT_FALSE(first->running()) << "the serving node should have died after the commit";
+    ASSERT_TRUE(second) << "the second node never started";
+    // Both rows once, and the values returned are the first run's ids (the second node answered
+    // from what the first run stored, it did not run the transaction again).
+    const auto rows = rows_by_note(io, prefix);
+    EXPECT_EQ(rows.size(), 2u);
+    for (const auto& [note, count] : rows) EXPECT_EQ(count, 1) << note << " ran " << count << " times";
+    ASSERT_EQ(returned.size(), 2u);
+    const std::int64_t first_id = run(io, [&]() -> asio::awaitable<std::int64_t> {
+        flypg::pg::params a{prefix + "a"};
+        flypg::pg::result r =
+            co_await world.db->query("SELECT id FROM " + once_table() + " WHERE note = $1", std::move(a));
+        co_return r.at(0).get<std::int64_t>(0);
+    }());
+    EXPECT_EQ(std::get<std::int64_t>(returned[0]), first_id);
+}
+
+// Registered in the primary region of this process under the name the node process gives its
+// insert_pair: a repeated key must find the first run and never get here.
+asio::awaitable<std::vector<flypg::rpc::value>> must_not_run(flypg::pg::connection&,
+                                                             std::vector<flypg::rpc::value>) {
+    ADD_FAILURE() << "a named transaction ran again under a key that had committed";
+    co_return std::vector<flypg::rpc::value>{};
+}
+
+TEST_F(ExactlyOnce, ANamedTransactionRepeatingAnIdempotencyKeyReturnsTheFirstValuesInEveryRegion) {
+    region_node_process primary(primary_node_args());
+    replica_region world(io, {primary.address()});
+    primary_region_repo local(io);
+    local.service->add_transaction("insert_pair", must_not_run);
+    run(io, world.node->wait_for_region("ams", 10s));
+    const std::string prefix = "named keyed " + std::to_string(::getpid()) + " ";
+    const std::string key = "pair-" + std::to_string(::getpid()) + "-" +
+                            std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
+    auto insert_pair = [&](flypg::repo& db,
+                           std::string suffix) -> asio::awaitable<std::vector<flypg::rpc::value>> {
+        flypg::write_options keyed;
+        keyed.idempotency_key = key;
+        std::vector<flypg::rpc::value> args{once_table(), prefix + "a" + suffix, prefix + "b" + suffix};
+        co_return co_await db.transaction_on_primary("insert_pair", std::move(args), keyed);
+    };
+    const std::vector<flypg::rpc::value> first = run(io, insert_pair(*world.db, ""));
+    ASSERT_EQ(first.size(), 2u);
+    // Different arguments under the same key: the key names the operation, so the first run's
+    // values come back and nothing new is written, from either region.
+    EXPECT_EQ(run(io, insert_pair(*world.db, " again")), first);
+    EXPECT_EQ(run(io, insert_pair(local.db, " again")), first);
+    const auto rows = rows_by_note(io, prefix);
+    EXPECT_EQ(rows.size(), 2u);
+    EXPECT_EQ(rows.count(prefix + "a again"), 0u);
+}
+
 }  // namespace
