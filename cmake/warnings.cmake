@@ -7,7 +7,7 @@ function(flypg_apply_warnings target)
                                              # Option structs are meant to be filled in part with
                                              # designated initializers; the rest keep defaults.
                                              -Wno-missing-field-initializers)
-    if(FLYPG_SANITIZE)
+    if(FLYPG_SANITIZE AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
         # g++ 12's flow analysis is confused by the sanitizers' instrumentation and reports
         # std::variant members as "maybe uninitialized" (a known family of false positives); the same
         # code builds clean without -fsanitize, where the warning stays on.
@@ -21,4 +21,9 @@ endfunction()
 if(FLYPG_SANITIZE)
     add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
     add_link_options(-fsanitize=address,undefined)
+endif()
+if(FLYPG_FUZZ)
+    # Coverage feedback for libFuzzer in everything the targets reach (the library too); the
+    # targets themselves link the fuzzer's main with -fsanitize=fuzzer.
+    add_compile_options(-fsanitize=fuzzer-no-link)
 endif()

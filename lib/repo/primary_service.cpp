@@ -165,7 +165,7 @@ asio::awaitable<rpc::write_result> primary_service::execute_once(std::string dat
                                                                  std::vector<rpc::statement> statements,
                                                                  std::string request_id) {
     detail::primary_writes& target = database.empty() ? impl_->only_database() : impl_->database(database);
-    co_return co_await target.execute_once(std::move(statements), std::move(request_id));
+    co_return co_await target.execute_at_most_once(std::move(statements), std::move(request_id));
 }
 
 void primary_service::set_after_commit_hook(std::function<void()> hook) {

@@ -174,8 +174,8 @@ asio::awaitable<rpc::write_result> primary_writes::execute(std::vector<rpc::stat
     co_return co_await counted(run(std::move(statements)));
 }
 
-asio::awaitable<rpc::write_result> primary_writes::execute_once(std::vector<rpc::statement> statements,
-                                                                std::string request_id) {
+asio::awaitable<rpc::write_result> primary_writes::execute_at_most_once(
+    std::vector<rpc::statement> statements, std::string request_id) {
     co_return co_await counted(run_once(std::move(statements), std::move(request_id)));
 }
 

@@ -41,8 +41,8 @@ class primary_writes final : public rpc::write_executor {
     asio::awaitable<std::unique_ptr<rpc::transaction_session>> begin() override;
     /// Runs the statements at most once per `request_id` (write_requests.hpp): a repeat answers
     /// with the first run's results and the current flush LSN, which covers that run's commit.
-    asio::awaitable<rpc::write_result> execute_once(std::vector<rpc::statement> statements,
-                                                    std::string request_id);
+    asio::awaitable<rpc::write_result> execute_at_most_once(std::vector<rpc::statement> statements,
+                                                            std::string request_id);
 
     /// What a request id's first, committed run returned: a named transaction's values, and the
     /// flush LSN when the repeat was seen (it covers the first run's commit).

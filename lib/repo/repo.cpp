@@ -447,7 +447,7 @@ asio::awaitable<write_result> repo_impl::route_write(std::vector<pg::statement> 
         rpc::write_result done =
             co_await service->impl()
                 .database(options.name)
-                .execute_once(to_rpc_statements(std::move(statements)), "k:" + *o.idempotency_key);
+                .execute_at_most_once(to_rpc_statements(std::move(statements)), "k:" + *o.idempotency_key);
         for (const rpc::statement_result& r : done.results) out.results.push_back(to_pg_result(r));
         out.commit_lsn = lsn::from_value(done.commit_lsn);
         out.route = write_route::local_primary;

@@ -2,6 +2,7 @@
 
 #include <bit>
 #include <cstring>
+#include <limits>
 
 #include "flypg/error.hpp"
 
@@ -37,10 +38,25 @@ class writer {
                 "request (a forwarded write, a named transaction or an interactive transaction)");
 }
 
+// A stored 64-bit number as the narrower type it was written from; refused when it does not fit
+// (encode_values never writes such a number, so it is damage, not a value to cut down).
+template <class Int>
+Int narrow(std::int64_t stored) {
+    if (stored < std::numeric_limits<Int>::min() || stored > std::numeric_limits<Int>::max())
+        throw_malformed();
+    return static_cast<Int>(stored);
+}
+
 class reader {
   public:
     explicit reader(std::span<const std::uint8_t> in) : in_(in) {}
     std::uint8_t u8() { return take(1)[0]; }
+    /// A byte that encode_*() writes as 0 or 1 only.
+    bool flag() {
+        const std::uint8_t b = u8();
+        if (b > 1) fail();
+        return b == 1;
+    }
     std::uint32_t u32() {
         const auto b = take(4);
         std::uint32_t v = 0;
@@ -121,7 +137,7 @@ std::vector<rpc::statement_result> decode_results(std::span<const std::uint8_t> 
         for (auto& row : result.rows) {
             row.resize(result.columns.size());
             for (auto& cell : row)
-                if (r.u8() != 0) cell = r.text();
+                if (r.flag()) cell = r.text();
         }
     }
     if (!r.done()) throw_malformed();
@@ -169,13 +185,13 @@ std::vector<rpc::value> decode_values(std::span<const std::uint8_t> bytes) {
                 v = rpc::null_value{};
                 break;
             case 1:
-                v = r.u8() != 0;
+                v = r.flag();
                 break;
             case 2:
-                v = static_cast<std::int16_t>(static_cast<std::int64_t>(r.u64()));
+                v = narrow<std::int16_t>(static_cast<std::int64_t>(r.u64()));
                 break;
             case 3:
-                v = static_cast<std::int32_t>(static_cast<std::int64_t>(r.u64()));
+                v = narrow<std::int32_t>(static_cast<std::int64_t>(r.u64()));
                 break;
             case 4:
                 v = static_cast<std::int64_t>(r.u64());

@@ -80,7 +80,11 @@ class await_op final : public pending_op {
                        .then(
                            [this](auto&&... value) {
                                outcome result;
-                               if constexpr (sizeof...(value) == 0) {
+                               // On T, not on the pack: clang checks a branch that does not
+                               // depend on the lambda's own parameters when start() is
+                               // instantiated, and emplace() with no argument is ill-formed
+                               // for a T that is not kj_void.
+                               if constexpr (std::is_same_v<T, kj_void>) {
                                    result.value.emplace();
                                } else {
                                    result.value.emplace(std::move(value)...);

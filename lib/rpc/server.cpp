@@ -2,7 +2,9 @@
 
 // g++ 12 reports std::optional members of the outcome structs below as maybe-uninitialized when
 // KJ moves them through kj::_::ExceptionOr (a known false positive of -O2 with std::optional).
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <asio/detached.hpp>
 

@@ -60,6 +60,10 @@ TEST(StoredValues, EveryCutShortEncodingAndUnknownTagIsRefused) {
     std::vector<std::uint8_t> longer = bytes;
     longer.push_back(0);
     expect_refused(longer, true);
+    // An int16 holding a number an int16 cannot (found by stored_requests_fuzz).
+    expect_refused(std::vector<std::uint8_t>{1, 0, 0, 0, 2, 0, 0x32, 0, 0, 0, 2, 0, 0}, true);
+    // A boolean that is neither 0 nor 1: one encoding per value.
+    expect_refused(std::vector<std::uint8_t>{1, 0, 0, 0, 1, 2}, true);
     // One value whose tag names no type.
     expect_refused(std::vector<std::uint8_t>{1, 0, 0, 0, 8}, true);
     // A count far beyond what the bytes could hold is refused before it allocates.
