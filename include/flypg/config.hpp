@@ -18,14 +18,15 @@
 //                                          .session_settings = config.replica_session_settings};
 //
 // Modes (database_mode), chosen from the environment unless database_config_options::mode says:
-// | mode         | chosen when                 | primary                        | replica (reads) |
-// |--------------|-----------------------------|--------------------------------|-------------------------------|
-// | plain_hosts  | FLYPG_PRIMARY_URL is set    | FLYPG_PRIMARY_URL              | FLYPG_REPLICA_URL; in the |
-// |              |                             |                                | primary region it defaults
-// to | |              |                             |                                | the primary | | fly |
-// else FLY_APP_NAME is set    | DATABASE_URL rewritten as in   | DATABASE_URL rewritten for    | | | | the
-// primary region (port kept) | this region (5433 outside)    | | local        | otherwise                   |
-// DATABASE_URL, in the primary   | DATABASE_URL                  | |              | | region only | |
+//
+//   plain_hosts  chosen when FLYPG_PRIMARY_URL is set.
+//                primary: FLYPG_PRIMARY_URL; replica: FLYPG_REPLICA_URL (in the primary region
+//                it defaults to the primary).
+//   fly          chosen when FLY_APP_NAME is set (and FLYPG_PRIMARY_URL is not).
+//                primary: DATABASE_URL rewritten as in the primary region (port kept);
+//                replica: DATABASE_URL rewritten for this region (port 5433 outside it).
+//   local        otherwise. primary: DATABASE_URL, in the primary region only; replica: DATABASE_URL.
+//
 // FLYPG_READ_ONLY_LOCAL=1 (or database_config_options::read_only) adds
 // "SET default_transaction_read_only = on" to replica_session_settings, so the local database acts as
 // a replica in development (fly_postgres's make_connection_read_only!).
