@@ -135,7 +135,8 @@ struct repo_options {
     std::shared_ptr<metrics::registry> metrics;
     /// Receives the repo's log lines (the same sink type as rpc::node_options::log). Warnings: a
     /// write that committed but was not replicated in time, a write whose outcome is unknown, a
-    /// write sent to query() on a replica. Null: nothing is logged.
+    /// write sent to query() on a replica. Null: rpc::stderr_log_sink (warnings and errors on
+    /// stderr, more with FLYPG_LOG_LEVEL).
     rpc::log_sink log;
     /// Also log every write at debug level: where it ran, its commit LSN and its latency.
     bool verbose = false;

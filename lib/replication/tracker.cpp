@@ -12,14 +12,19 @@
 namespace flypg::replication {
 namespace {
 
+// "5000 ms", "1.25 ms", "250 us": whole numbers where they are whole, never an exponent.
 std::string format_duration(std::chrono::nanoseconds d) {
+    const bool in_ms = d >= std::chrono::milliseconds(1);
+    const long long unit = in_ms ? 1'000'000 : 1'000;
+    const char* suffix = in_ms ? " ms" : " us";
+    const long long ns = d.count();
+    if (ns % unit == 0) return std::to_string(ns / unit) + suffix;
     char text[48];
-    if (d >= std::chrono::milliseconds(1)) {
-        std::snprintf(text, sizeof text, "%.3g ms", static_cast<double>(d.count()) / 1e6);
-    } else {
-        std::snprintf(text, sizeof text, "%.3g us", static_cast<double>(d.count()) / 1e3);
-    }
-    return text;
+    std::snprintf(text, sizeof text, "%.3f", static_cast<double>(ns) / static_cast<double>(unit));
+    std::string out = text;
+    while (out.back() == '0') out.pop_back();
+    if (out.back() == '.') out.pop_back();
+    return out + suffix;
 }
 
 std::string timeout_message(lsn target,

@@ -53,6 +53,7 @@ class repo_impl {
     rpc::node& node;
     std::shared_ptr<primary_service> service;
     repo_options options;
+    rpc::log_sink sink;  // options.log, else stderr at FLYPG_LOG_LEVEL
     std::shared_ptr<pg::pool> local;
     std::shared_ptr<pg::pool> primary;  // null on nodes that were given no primary_url
     replication::tracker tracker;
@@ -79,7 +80,7 @@ class repo_impl {
 
     void log(rpc::log_level level, const std::string& message) const {
         // Messages may quote what the primary region's node or the server said: one line each.
-        if (options.log) options.log(level, log_safe("flypg repo \"" + options.name + "\": " + message));
+        sink(level, log_safe("flypg repo \"" + options.name + "\": " + message));
     }
 
     /// Runs a write where it belongs and waits as asked; records it in the metrics.
@@ -203,6 +204,7 @@ repo_impl::repo_impl(asio::any_io_executor ex,
       node(n),
       service(std::move(s)),
       options((validate(opts), std::move(opts))),
+      sink(options.log ? options.log : rpc::stderr_log_sink("")),
       local(std::make_shared<pg::pool>(
           executor, pool_options_for(options.local_url, options.pool_size, local_settings(options.local)))),
       tracker(executor, replay_source_for(executor, options), tracker_options_for(options)),

@@ -2,9 +2,13 @@
 
 #include <asio/detached.hpp>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <string_view>
 
 #include "core/log_text.hpp"
+#include "flypg/error.hpp"
 #include "flypg/rpc/region.hpp"
 #include "rpc/codec.hpp"
 
@@ -93,18 +97,40 @@ capnp::ReaderOptions node_context::reader_options() const {
 
 void node_context::log(log_level level, const std::string& raw) const {
     // Log lines quote what peers said (their node ids, regions, messages): one line each, bounded.
-    const std::string message = flypg::detail::log_safe(raw);
-    if (sink) {
-        sink(level, message);
-        return;
-    }
-    if (level < log_level::warning) return;
-    std::fprintf(stderr,
-                 "flypg rpc [%s] %s: %s\n",
-                 node_id.c_str(),
-                 level == log_level::warning ? "warning" : "error",
-                 message.c_str());
+    sink(level, flypg::detail::log_safe(raw));
 }
+
+}  // namespace flypg::rpc::detail
+
+namespace flypg::rpc {
+
+log_sink stderr_log_sink(std::string prefix) {
+    log_level threshold = log_level::warning;
+    const char* names[] = {"debug", "info", "warning", "error"};
+    if (const char* v = std::getenv("FLYPG_LOG_LEVEL"); v != nullptr && *v != '\0') {
+        const std::string_view wanted(v);
+        const auto* found = std::find(std::begin(names), std::end(names), wanted);
+        if (found == std::end(names))
+            throw_error(errc::invalid_argument,
+                        "FLYPG_LOG_LEVEL is \"" + flypg::detail::log_safe(wanted, 64) +
+                            "\"; use debug, info, warning or error");
+        threshold = static_cast<log_level>(found - std::begin(names));
+    }
+    if (!prefix.empty()) prefix += ' ';
+    return [threshold, prefix = std::move(prefix), names](log_level level, std::string_view line) {
+        if (level < threshold) return;
+        std::fprintf(stderr,
+                     "%s%s: %.*s\n",
+                     prefix.c_str(),
+                     names[static_cast<int>(level)],
+                     static_cast<int>(line.size()),
+                     line.data());
+    };
+}
+
+}  // namespace flypg::rpc
+
+namespace flypg::rpc::detail {
 
 std::string message_limit_text(const node_context& ctx) {
     return "the message limit of " + std::to_string(ctx.max_message_bytes) +

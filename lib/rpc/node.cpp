@@ -1212,7 +1212,7 @@ node node::create(asio::io_context& io, node_options options) {
     auto ctx = std::make_shared<node_context>();
     ctx->runtime = detail::kj_runtime::for_current_thread(io);
     ctx->node_id = detail::hex(detail::random_challenge()).substr(0, 24);
-    ctx->sink = options.log;
+    ctx->sink = options.log ? options.log : stderr_log_sink("flypg rpc [" + ctx->node_id + "]");
     ctx->secret = secret_for(options, [&](const std::string& text) { ctx->log(log_level::warning, text); });
     ctx->region_override = options.region;
     ctx->primary_override = options.primary_region;

@@ -61,8 +61,14 @@ inline constexpr std::uint16_t default_port = 7878;
 
 enum class log_level { debug, info, warning, error };
 
-/// Receives the node's log lines. The default writes warnings and errors to stderr.
+/// Receives the node's log lines. The default is stderr_log_sink("flypg rpc [<node id>]").
 using log_sink = std::function<void(log_level, std::string_view message)>;
+
+/// The default sink of nodes and repos: writes each line at or above FLYPG_LOG_LEVEL (`debug`,
+/// `info`, `warning` or `error`; unset or empty: `warning`) to stderr as "<prefix> <level>: <line>".
+/// The variable is read here, once. @throws flypg::error (invalid_argument) naming FLYPG_LOG_LEVEL
+/// and the accepted values when it holds anything else.
+log_sink stderr_log_sink(std::string prefix);
 
 /// Whether a node may start without a cluster secret.
 enum class secret_policy {

@@ -446,6 +446,8 @@ TEST_F(LsnTracker, TimesOutWithCommittedNotReplicatedCarryingTheLsn) {
         EXPECT_EQ(e.timeout(), 5s);
         EXPECT_NE(std::string(e.what()).find("0/17BB660"), std::string::npos) << e.what();
         EXPECT_NE(e.diag().library_message.find("0/17BB000"), std::string::npos);
+        // Durations read as people write them (it said "within 5e+03 ms").
+        EXPECT_NE(std::string(e.what()).find("within 5000 ms"), std::string::npos) << e.what();
     }
     EXPECT_EQ(stats().timeouts, 1u);
     EXPECT_EQ(stats().waiters, 0u);
