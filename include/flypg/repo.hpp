@@ -12,9 +12,12 @@
 //     node_options.writes = service;
 //     service->add_procedures(node_options.procedures);
 //     auto node = flypg::rpc::node::create(io, std::move(node_options));
-//     flypg::repo db(io.get_executor(), node, service, {.name = "main", .local_url = ..., .primary_url =
-//     ...}); asio::co_spawn(io, node.run(), asio::detached); asio::co_spawn(io, db.run(), asio::detached); //
-//     the replication tracker
+//     flypg::repo_options options;
+//     options.local_url = "postgres://app@replica.internal:5433/app";
+//     options.primary_url = "postgres://app@primary.internal:5432/app";
+//     flypg::repo db(io.get_executor(), node, service, options);
+//     asio::co_spawn(io, node.run(), asio::detached);
+//     asio::co_spawn(io, db.run(), asio::detached);  // the replication tracker
 //
 //     flypg::sql::column_values user{{"name", "ada"}};
 //     flypg::write_result w = co_await db.insert("users", std::move(user));   // forwarded + waited

@@ -10,8 +10,8 @@
 //     auto result = co_await conn.query(std::move(insert.sql), std::move(insert.params));
 //
 //     flypg::pg::params since{1800};
-//     flypg::pg::statement n = flypg::sql::count("people", flypg::sql::where("born >= $1",
-//     std::move(since)));
+//     flypg::sql::where born_since("born >= $1", std::move(since));
+//     flypg::pg::statement n = flypg::sql::count("people", std::move(born_since));
 //     // SELECT count(*) FROM "people" WHERE born >= $1
 //
 // Build the statement before the co_await: g++ 12 miscompiles braced temporaries inside a co_await

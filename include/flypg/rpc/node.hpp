@@ -5,17 +5,18 @@
 // transactions in another region, usually the primary one. Cap'n Proto runs on the same thread as
 // the application's io_context; no thread is started and io_context::run() is never called here.
 //
-//     flypg::rpc::node_options options;
-//     options.procedures.add("ping", [](std::vector<flypg::rpc::value>) ->
-//     asio::awaitable<std::vector<flypg::rpc::value>> {
+//     // A procedure returns its values; a named function keeps g++ 12 away from coroutine lambdas.
+//     asio::awaitable<std::vector<flypg::rpc::value>> ping(std::vector<flypg::rpc::value>) {
 //         co_return std::vector<flypg::rpc::value>{flypg::rpc::value("pong")};
-//     });
-//     options.writes = my_primary_executor;            // on nodes that can reach the primary database
-//     auto node = flypg::rpc::node::create(io, std::move(options));   // throws on bad configuration
+//     }
+//
+//     flypg::rpc::node_options options;
+//     options.procedures.add("ping", ping);
+//     options.writes = my_primary_executor;  // on nodes that can reach the primary database
+//     auto node = flypg::rpc::node::create(io, std::move(options));  // throws on bad configuration
 //     asio::co_spawn(io, node.run(), asio::bind_cancellation_slot(stop.slot(), asio::detached));
 //     ...
-//     auto reply = co_await node.call_primary("ping", {});            // local when this is the primary
-//     region
+//     auto reply = co_await node.call_primary("ping", {});  // runs locally in the primary region
 //
 // Environment (each overridable in node_options): FLYPG_CLUSTER_SECRET (required unless FLYPG_ENV=dev),
 // FLY_REGION / MY_REGION / PRIMARY_REGION (re-read on every call), FLYPG_RPC_ADDRESS, FLYPG_RPC_PORT,
