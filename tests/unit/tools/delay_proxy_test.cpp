@@ -154,19 +154,22 @@ TEST(DelayProxy, RoundTripTakesTwiceTheOneWayDelay) {
     for (double t : round_trips) EXPECT_GE(t, 30.0);
     std::vector<double> sorted = round_trips;
     std::sort(sorted.begin(), sorted.end());
-    EXPECT_LT(sorted[sorted.size() / 2], 40.0) << "median round trip through a 15 ms proxy";
+    // Far from the 60 ms of a proxy that waited twice per direction; loose enough for a busy machine.
+    EXPECT_LT(sorted[sorted.size() / 2], 50.0) << "median round trip through a 15 ms proxy";
 }
 
 TEST(DelayProxy, DelaysEachChunkFromItsOwnReadTime) {
-    // 30 messages 1 ms apart through a 30 ms proxy: each arrives about 30 ms after it was sent. A
-    // proxy that read, waited the delay, wrote and only then read again would deliver them in
-    // batches, one to 30 ms late: one-way times spread evenly over 30-60 ms, median about 45.
+    // 30 messages 1 ms apart through a 30 ms proxy: each arrives about 30 ms after it was sent,
+    // about 1 ms after the one before. A proxy that read, waited the delay, wrote and only then
+    // read again would deliver them in one or two batches (one to 30 ms late). Counting the reads
+    // that delivered them tells the two apart without a timing ceiling, which a busy machine breaks.
     asio::io_context io;
     tcp::acceptor acceptor(io, loopback());
     running_proxy proxy(io, acceptor.local_endpoint(), std::chrono::milliseconds(30));
     constexpr int messages = 30;
     std::vector<clock_type::time_point> sent(messages);
     std::vector<clock_type::time_point> arrived(messages);
+    int deliveries = 0;
     run_task(io, [&]() -> asio::awaitable<void> {
         auto send = [&]() -> asio::awaitable<void> {
             tcp::socket socket = co_await connect_to(proxy.endpoint());
@@ -189,6 +192,7 @@ TEST(DelayProxy, DelaysEachChunkFromItsOwnReadTime) {
                 char bytes[messages];
                 const std::size_t n =
                     co_await socket.async_read_some(asio::buffer(bytes), asio::use_awaitable);
+                ++deliveries;
                 for (std::size_t k = 0; k < n; ++k, ++i) {
                     EXPECT_EQ(bytes[k], static_cast<char>(i));
                     arrived[i] = clock_type::now();
@@ -198,13 +202,8 @@ TEST(DelayProxy, DelaysEachChunkFromItsOwnReadTime) {
         };
         co_await (send() && receive());
     }());
-    std::vector<double> one_way;
-    for (int i = 0; i < messages; ++i) {
-        one_way.push_back(ms(arrived[i] - sent[i]));
-        EXPECT_GE(one_way.back(), 30.0) << "message " << i;
-    }
-    std::sort(one_way.begin(), one_way.end());
-    EXPECT_LT(one_way[messages / 2], 38.0) << "median one-way time";
+    for (int i = 0; i < messages; ++i) EXPECT_GE(ms(arrived[i] - sent[i]), 30.0) << "message " << i;
+    EXPECT_GE(deliveries, messages / 3) << "the messages arrived in batches";
 }
 
 TEST(DelayProxy, ThroughputIsNotOneChunkPerDelay) {
