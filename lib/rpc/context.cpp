@@ -97,7 +97,7 @@ capnp::ReaderOptions node_context::reader_options() const {
 
 void node_context::log(log_level level, const std::string& raw) const {
     // Log lines quote what peers said (their node ids, regions, messages): one line each, bounded.
-    sink(level, flypg::detail::log_safe(raw));
+    if (sink) sink(level, flypg::detail::log_safe(raw));  // node::create always sets one
 }
 
 }  // namespace flypg::rpc::detail
