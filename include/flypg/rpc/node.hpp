@@ -5,7 +5,7 @@
 // transactions in another region, usually the primary one. Cap'n Proto runs on the same thread as
 // the application's io_context; no thread is started and io_context::run() is never called here.
 //
-//     // A procedure returns its values; a named function keeps g++ 12 away from coroutine lambdas.
+//     // A procedure takes its arguments and returns its values.
 //     asio::awaitable<std::vector<flypg::rpc::value>> ping(std::vector<flypg::rpc::value>) {
 //         co_return std::vector<flypg::rpc::value>{flypg::rpc::value("pong")};
 //     }
