@@ -49,20 +49,46 @@ class ExactlyOnce : public ::testing::Test {
     asio::io_context io;
 };
 
-TEST_F(ExactlyOnce, AWriteWhoseServingNodeDiedBeforeAnsweringRunsOnceAndReturnsItsResults) {
-    const std::uint16_t second_port = flypg::test::free_port();
-    auto first = std::make_unique<region_node_process>(primary_node_args({"--exit_after_commits=3"}));
-    std::unique_ptr<region_node_process> second;
-    replica_region world(io, {first->address(), "127.0.0.1:" + std::to_string(second_port)});
-    run(io, world.node->wait_for_region("ams", 10s));
+// A caller in region "syd" whose primary-region node dies right after its Nth commit with a
+// request id, before answering it. A second node starts only once the first has died, so a lost
+// answer can only come from a node that did not run the request.
+struct serving_node_dies {
+    serving_node_dies(asio::io_context& io, int after_commits)
+        : first(std::make_unique<region_node_process>(
+              primary_node_args({"--exit_after_commits=" + std::to_string(after_commits)}))),
+          world(io, {first->address(), "127.0.0.1:" + std::to_string(second_port)}) {
+        run(io, world.node->wait_for_region("ams", 10s));
+        starter = std::thread([this] {
+            for (int i = 0; i < 1000 && first->running(); ++i) std::this_thread::sleep_for(10ms);
+            second = std::make_unique<region_node_process>(
+                primary_node_args({"--port=" + std::to_string(second_port)}));
+        });
+    }
+    ~serving_node_dies() { wait_for_second(); }
+    void wait_for_second() {
+        if (starter.joinable()) starter.join();
+    }
 
-    // The second primary-region node starts once the first has died: the lost write can only be
-    // answered by a node that did not run it.
-    std::thread starter([&] {
-        for (int i = 0; i < 1000 && first->running(); ++i) std::this_thread::sleep_for(10ms);
-        second = std::make_unique<region_node_process>(
-            primary_node_args({"--port=" + std::to_string(second_port)}));
-    });
+    const std::uint16_t second_port = flypg::test::free_port();
+    std::unique_ptr<region_node_process> first;
+    std::unique_ptr<region_node_process> second;
+    replica_region world;
+    std::thread starter;
+};
+
+// The id of the row with `note`, read through the caller's repo.
+std::int64_t id_of(asio::io_context& io, flypg::repo& db, const std::string& note) {
+    return run(io, [&]() -> asio::awaitable<std::int64_t> {
+        flypg::pg::params p{note};
+        flypg::pg::result r =
+            co_await db.query("SELECT id FROM " + once_table() + " WHERE note = $1", std::move(p));
+        co_return r.at(0).get<std::int64_t>(0);
+    }());
+}
+
+TEST_F(ExactlyOnce, AWriteWhoseServingNodeDiedBeforeAnsweringRunsOnceAndReturnsItsResults) {
+    serving_node_dies dies(io, 3);
+    replica_region& world = dies.world;
 
     const std::string prefix = "once " + std::to_string(::getpid()) + " ";
     std::vector<std::int64_t> returned_ids;
@@ -82,23 +108,17 @@ TEST_F(ExactlyOnce, AWriteWhoseServingNodeDiedBeforeAnsweringRunsOnceAndReturnsI
     } catch (const std::exception& e) {
         failure = e.what();
     }
-    starter.join();
+    dies.wait_for_second();
     EXPECT_EQ(failure, "");
-    EXPECT_FALSE(first->running()) << "the first node should have died after its third commit";
-    ASSERT_TRUE(second) << "the second node never started";
+    EXPECT_FALSE(dies.first->running()) << "the first node should have died after its third commit";
+    ASSERT_TRUE(dies.second) << "the second node never started";
 
     // Every write exactly once, and the lost one's answer is the row it really wrote.
     const auto rows = rows_by_note(io, prefix);
     ASSERT_EQ(rows.size(), 8u);
     for (const auto& [note, count] : rows) EXPECT_EQ(count, 1) << note << " ran " << count << " times";
     ASSERT_EQ(returned_ids.size(), 8u);
-    const std::int64_t third_id = run(io, [&]() -> asio::awaitable<std::int64_t> {
-        flypg::pg::params third{prefix + "2"};
-        flypg::pg::result r =
-            co_await world.db->query("SELECT id FROM " + once_table() + " WHERE note = $1", std::move(third));
-        co_return r.at(0).get<std::int64_t>(0);
-    }());
-    EXPECT_EQ(returned_ids[2], third_id);
+    EXPECT_EQ(returned_ids[2], id_of(io, *world.db, prefix + "2"));
     // The second node answered it as a repeat; the caller sent it again once.
     const std::string served = run(io, [&]() -> asio::awaitable<std::string> {
         std::vector<flypg::rpc::value> none;
@@ -116,16 +136,8 @@ TEST_F(ExactlyOnce, AWriteWhoseServingNodeDiedBeforeAnsweringRunsOnceAndReturnsI
 }
 
 TEST_F(ExactlyOnce, ATransactionWhoseServingNodeDiedAfterCommittingIsReportedCommittedOnce) {
-    const std::uint16_t second_port = flypg::test::free_port();
-    auto first = std::make_unique<region_node_process>(primary_node_args({"--exit_after_commits=1"}));
-    std::unique_ptr<region_node_process> second;
-    replica_region world(io, {first->address(), "127.0.0.1:" + std::to_string(second_port)});
-    run(io, world.node->wait_for_region("ams", 10s));
-    std::thread starter([&] {
-        for (int i = 0; i < 1000 && first->running(); ++i) std::this_thread::sleep_for(10ms);
-        second = std::make_unique<region_node_process>(
-            primary_node_args({"--port=" + std::to_string(second_port)}));
-    });
+    serving_node_dies dies(io, 1);
+    replica_region& world = dies.world;
 
     const std::string note = "tx once " + std::to_string(::getpid());
     flypg::write_result committed;
@@ -143,9 +155,9 @@ TEST_F(ExactlyOnce, ATransactionWhoseServingNodeDiedAfterCommittingIsReportedCom
     } catch (const std::exception& e) {
         failure = e.what();
     }
-    starter.join();
+    dies.wait_for_second();
     EXPECT_EQ(failure, "");
-    EXPECT_FALSE(first->running()) << "the serving node should have died after the commit";
+    EXPECT_FALSE(dies.first->running()) << "the serving node should have died after the commit";
     // The caller learnt the truth from the second node (the id was found, not fenced), and the
     // row it waited for is readable on its replica.
     EXPECT_TRUE(committed.replicated);
@@ -233,16 +245,8 @@ TEST_F(ExactlyOnce, AnIdempotencyKeyReturnsTheFirstOutcomeToALaterCall) {
 }
 
 TEST_F(ExactlyOnce, ANamedTransactionWhoseServingNodeDiedAfterCommittingRunsOnceAndReturnsItsValues) {
-    const std::uint16_t second_port = flypg::test::free_port();
-    auto first = std::make_unique<region_node_process>(primary_node_args({"--exit_after_commits=1"}));
-    std::unique_ptr<region_node_process> second;
-    replica_region world(io, {first->address(), "127.0.0.1:" + std::to_string(second_port)});
-    run(io, world.node->wait_for_region("ams", 10s));
-    std::thread starter([&] {
-        for (int i = 0; i < 1000 && first->running(); ++i) std::this_thread::sleep_for(10ms);
-        second = std::make_unique<region_node_process>(
-            primary_node_args({"--port=" + std::to_string(second_port)}));
-    });
+    serving_node_dies dies(io, 1);
+    replica_region& world = dies.world;
 
     const std::string prefix = "named once " + std::to_string(::getpid()) + " ";
     std::vector<flypg::rpc::value> returned;
@@ -258,23 +262,17 @@ TEST_F(ExactlyOnce, ANamedTransactionWhoseServingNodeDiedAfterCommittingRunsOnce
     } catch (const std::exception& e) {
         failure = e.what();
     }
-    starter.join();
+    dies.wait_for_second();
     EXPECT_EQ(failure, "");
-    EXPECT_FALSE(first->running()) << "the serving node should have died after the commit";
-    ASSERT_TRUE(second) << "the second node never started";
+    EXPECT_FALSE(dies.first->running()) << "the serving node should have died after the commit";
+    ASSERT_TRUE(dies.second) << "the second node never started";
     // Both rows once, and the values returned are the first run's ids (the second node answered
     // from what the first run stored, it did not run the transaction again).
     const auto rows = rows_by_note(io, prefix);
     EXPECT_EQ(rows.size(), 2u);
     for (const auto& [note, count] : rows) EXPECT_EQ(count, 1) << note << " ran " << count << " times";
     ASSERT_EQ(returned.size(), 2u);
-    const std::int64_t first_id = run(io, [&]() -> asio::awaitable<std::int64_t> {
-        flypg::pg::params a{prefix + "a"};
-        flypg::pg::result r =
-            co_await world.db->query("SELECT id FROM " + once_table() + " WHERE note = $1", std::move(a));
-        co_return r.at(0).get<std::int64_t>(0);
-    }());
-    EXPECT_EQ(std::get<std::int64_t>(returned[0]), first_id);
+    EXPECT_EQ(std::get<std::int64_t>(returned[0]), id_of(io, *world.db, prefix + "a"));
 }
 
 // Registered in the primary region of this process under the name the node process gives its
