@@ -208,11 +208,18 @@ asio::awaitable<rpc::write_result> primary_writes::run(std::vector<rpc::statemen
 asio::awaitable<void> primary_writes::prepare_request_table(pg::connection& conn) {
     if (request_table_ready_) co_return;
     try {
-        co_await conn.query(std::string(write_requests_ddl));
+        // Concurrent first writes (of this node or of several) would race on the catalogs; under
+        // one advisory lock the later ones wait and then find the table.
+        std::vector<pg::statement> ddl(2);
+        ddl[0].sql = std::string(request_table_lock_sql);
+        ddl[1].sql = std::string(write_requests_ddl);
+        const std::vector<pg::result> results = co_await conn.pipeline(std::move(ddl));
+        if (const pg::result* failed = first_failure(results)) failed->throw_if_error();
     } catch (const flypg::error& e) {
-        // Two nodes creating it at once: one of them loses a race on the catalog, and the table
-        // is there all the same.
-        if (e.code() == sqlstate("23505") || e.code() == sqlstate("42P07")) {
+        // A session without the lock (a migration run by hand) created it meanwhile: the loser
+        // meets the winner's committed row in one of three catalogs (the index of pg_type or of
+        // pg_class: 23505; the relation: 42P07; its row type: 42710), and the table is there.
+        if (e.code() == sqlstate("23505") || e.code() == sqlstate("42P07") || e.code() == sqlstate("42710")) {
             request_table_ready_ = true;
             co_return;
         }

@@ -26,6 +26,9 @@ namespace flypg::detail {
 inline constexpr std::string_view write_requests_ddl =
     "CREATE TABLE IF NOT EXISTS flypg_write_requests (id text PRIMARY KEY, results bytea NOT NULL DEFAULT "
     "'', created_at timestamptz NOT NULL DEFAULT now())";
+/// Taken in the transaction that creates the table, so that concurrent creators wait in turn.
+inline constexpr std::string_view request_table_lock_sql =
+    "SELECT pg_advisory_xact_lock(hashtext('flypg_write_requests'))";
 /// Claims an id inside the write's transaction. A unique violation (23505) means a committed write
 /// has it: the statements after the claim are then skipped (the pipeline segment is aborted), so a
 /// repeat never runs them. An uncommitted holder makes the claim wait until it ends.

@@ -310,4 +310,61 @@ TEST_F(ExactlyOnce, ANamedTransactionRepeatingAnIdempotencyKeyReturnsTheFirstVal
     EXPECT_EQ(rows.count(prefix + "a again"), 0u);
 }
 
+// The first writes through a fresh node all find the request table missing and create it at once;
+// the losers of that race must see it as created, not fail the write. A database of its own, so
+// dropping the table does not touch other tests.
+TEST_F(ExactlyOnce, ConcurrentFirstWritesCreateTheRequestTableWithoutFailing) {
+    const std::string database = "flypg_fresh_requests";
+    const std::string primary = flypg::test::primary_conninfo() + " dbname=" + database;
+    const std::string replica = flypg::test::replica_conninfo() + " dbname=" + database;
+    run(io, [&]() -> asio::awaitable<void> {
+        flypg::pg::connect_options o;
+        o.conninfo = flypg::test::primary_conninfo();
+        flypg::pg::connection conn =
+            co_await flypg::pg::connection::connect(co_await asio::this_coro::executor, o);
+        flypg::pg::params name{database};
+        flypg::pg::result exists =
+            co_await conn.query("SELECT 1 FROM pg_database WHERE datname = $1", std::move(name));
+        if (exists.empty()) co_await conn.query("CREATE DATABASE " + database);
+    }());
+    create_table(io, primary, replica, once_table(), "(id bigserial PRIMARY KEY, note text)");
+
+    constexpr int rounds = 3;
+    constexpr int writers = 16;
+    std::vector<std::string> failures;
+    for (int round = 0; round < rounds; ++round) {
+        run(io, [&]() -> asio::awaitable<void> {
+            flypg::pg::connect_options o;
+            o.conninfo = primary;
+            flypg::pg::connection conn =
+                co_await flypg::pg::connection::connect(co_await asio::this_coro::executor, o);
+            co_await conn.query("DROP TABLE IF EXISTS flypg_write_requests");
+        }());
+        region_node_process node(primary_node_args({"--databases=main=" + primary}));
+        flypg::repo_options options;
+        options.local_url = replica;
+        replica_region world(io, {node.address()}, options);
+        run(io, world.node->wait_for_region("ams", 10s));
+        auto write = [&](int i) -> asio::awaitable<void> {
+            try {
+                flypg::sql::column_values row{
+                    {"note", "fresh " + std::to_string(round) + "/" + std::to_string(i)}};
+                co_await world.db->insert(once_table(), std::move(row));
+            } catch (const std::exception& e) {
+                failures.push_back(e.what());
+            }
+        };
+        int done = 0;
+        for (int i = 0; i < writers; ++i) asio::co_spawn(io, write(i), [&](std::exception_ptr) { ++done; });
+        run(io, [&]() -> asio::awaitable<void> {
+            asio::steady_timer t(co_await asio::this_coro::executor);
+            while (done < writers) {
+                t.expires_after(5ms);
+                co_await t.async_wait(asio::use_awaitable);
+            }
+        }());
+    }
+    EXPECT_EQ(failures, std::vector<std::string>{});
+}
+
 }  // namespace

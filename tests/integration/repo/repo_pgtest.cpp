@@ -89,28 +89,34 @@ TEST_F(Repo, WritesAreForwardedAndReadableRightAfterFromManyCoroutines) {
     constexpr int writes_each = 50;
     int stale = 0;
     int written = 0;
+    std::vector<std::string> failures;
+    auto writer = [&](int worker) -> asio::awaitable<void> {
+        try {
+            for (int i = 0; i < writes_each; ++i) {
+                flypg::sql::column_values row{
+                    {"note", "ryw " + std::to_string(worker) + "/" + std::to_string(i)}};
+                flypg::write_result w = co_await db().insert(table_name(), std::move(row));
+                EXPECT_EQ(w.route, flypg::write_route::forwarded);
+                EXPECT_TRUE(w.replicated);
+                flypg::sql::column_values key{{"id", w.rows().at(0).get<std::int64_t>("id")}};
+                flypg::pg::result r = co_await db().get(table_name(), std::move(key));
+                if (r.size() != 1) ++stale;
+                ++written;
+            }
+        } catch (const std::exception& e) {
+            // Each writer's own error, not one folded into "multiple exceptions".
+            failures.push_back("writer " + std::to_string(worker) + ": " + e.what());
+        }
+    };
     run(
         io,
         [&]() -> asio::awaitable<void> {
-            auto writer = [&](int worker) -> asio::awaitable<void> {
-                for (int i = 0; i < writes_each; ++i) {
-                    flypg::sql::column_values row{
-                        {"note", "ryw " + std::to_string(worker) + "/" + std::to_string(i)}};
-                    flypg::write_result w = co_await db().insert(table_name(), std::move(row));
-                    EXPECT_EQ(w.route, flypg::write_route::forwarded);
-                    EXPECT_TRUE(w.replicated);
-                    flypg::sql::column_values key{{"id", w.rows().at(0).get<std::int64_t>("id")}};
-                    flypg::pg::result r = co_await db().get(table_name(), std::move(key));
-                    if (r.size() != 1) ++stale;
-                    ++written;
-                }
-            };
-            std::vector<asio::awaitable<void>> tasks;
             using namespace asio::experimental::awaitable_operators;
             for (int w = 0; w < coroutines; w += 4)
                 co_await (writer(w) && writer(w + 1) && writer(w + 2) && writer(w + 3));
         }(),
         300s);
+    EXPECT_EQ(failures, std::vector<std::string>{});
     EXPECT_EQ(written, coroutines * writes_each);
     EXPECT_EQ(stale, 0) << "stale reads after an acknowledged, awaited write";
 }
