@@ -4,7 +4,8 @@
 // that stamps every chunk with read time + delay and queues it, and a writer that waits until that
 // time and writes it. The queue bounds the bytes in flight. A direction ends when its writer has
 // delivered the end of the stream (FIN or reset) or failed to write; when both writers have ended,
-// both sockets are closed, which ends any reader still waiting for data.
+// both sockets are closed, which ends any reader still waiting for data. Faults (set_fault) act
+// where bytes are delivered: a stalled writer holds its chunk, a dropping writer discards it.
 #include "delay_proxy_core.hpp"
 
 #include <asio/co_spawn.hpp>
@@ -100,22 +101,40 @@ void hard_close(tcp::socket& socket) {
 struct connection_state {
     connection_state(tcp::socket accepted,
                      const delay_proxy_options& options,
-                     std::shared_ptr<delay_proxy_stats> s)
+                     std::shared_ptr<delay_proxy_stats> s,
+                     std::shared_ptr<delay_proxy::control> c)
         : client(std::move(accepted)),
           target(client.get_executor()),
           to_target(client.get_executor(), options.max_buffered_bytes),
           to_client(client.get_executor(), options.max_buffered_bytes),
-          delay(options.delay),
-          stats(std::move(s)) {}
+          stats(std::move(s)),
+          control(std::move(c)) {}
 
     tcp::socket client;
     tcp::socket target;
     chunk_queue to_target;
     chunk_queue to_client;
-    std::chrono::microseconds delay;
     std::shared_ptr<delay_proxy_stats> stats;
+    std::shared_ptr<delay_proxy::control> control;
     int writers_done = 0;
 };
+
+}  // namespace
+
+// What set_delay() and set_fault() change, shared with the connections.
+struct delay_proxy::control {
+    std::chrono::microseconds delay{0};
+    proxy_fault to_target = proxy_fault::none;
+    proxy_fault to_client = proxy_fault::none;
+    std::vector<std::weak_ptr<connection_state>> connections;  ///< For a reset.
+
+    void add(const std::shared_ptr<connection_state>& c) {
+        std::erase_if(connections, [](const auto& weak) { return weak.expired(); });
+        connections.push_back(c);
+    }
+};
+
+namespace {
 
 asio::awaitable<void> read_side(std::shared_ptr<connection_state> state,
                                 tcp::socket& from,
@@ -124,7 +143,7 @@ asio::awaitable<void> read_side(std::shared_ptr<connection_state> state,
     for (;;) {
         auto [ec, n] = co_await from.async_read_some(asio::buffer(buffer), no_throw);
         chunk c;
-        c.due = clock_type::now() + state->delay;
+        c.due = clock_type::now() + state->control->delay;
         if (ec) {
             // Our own close (operation_aborted) ends the direction like a reset; the queue is
             // normally closed by then and drops it.
@@ -140,6 +159,7 @@ asio::awaitable<void> read_side(std::shared_ptr<connection_state> state,
 asio::awaitable<void> write_side(std::shared_ptr<connection_state> state,
                                  tcp::socket& to,
                                  chunk_queue& queue,
+                                 const proxy_fault& fault,
                                  std::uint64_t& bytes_written) {
     asio::steady_timer timer(to.get_executor());
     for (;;) {
@@ -149,6 +169,12 @@ asio::awaitable<void> write_side(std::shared_ptr<connection_state> state,
             timer.expires_at(c->due);
             co_await timer.async_wait(no_throw);
         }
+        // A stall is polled: it is a test tool's fault, and a millisecond is fine grain enough.
+        while (fault == proxy_fault::stall && to.is_open()) {
+            timer.expires_after(std::chrono::milliseconds(1));
+            co_await timer.async_wait(no_throw);
+        }
+        if (fault == proxy_fault::drop) continue;
         if (c->kind == chunk_kind::end_of_stream) {
             asio::error_code ignored;
             to.shutdown(tcp::socket::shutdown_send, ignored);
@@ -180,10 +206,14 @@ asio::awaitable<void> serve(std::shared_ptr<connection_state> state, tcp::endpoi
         asio::error_code ignored;
         state->client.set_option(tcp::no_delay(true), ignored);
         state->target.set_option(tcp::no_delay(true), ignored);
-        co_await (read_side(state, state->client, state->to_target) &&
-                  write_side(state, state->target, state->to_target, state->stats->bytes_to_target) &&
-                  read_side(state, state->target, state->to_client) &&
-                  write_side(state, state->client, state->to_client, state->stats->bytes_to_client));
+        delay_proxy::control& control = *state->control;
+        co_await (
+            read_side(state, state->client, state->to_target) &&
+            write_side(
+                state, state->target, state->to_target, control.to_target, state->stats->bytes_to_target) &&
+            read_side(state, state->target, state->to_client) &&
+            write_side(
+                state, state->client, state->to_client, control.to_client, state->stats->bytes_to_client));
     }
     --state->stats->active;
 }
@@ -191,7 +221,12 @@ asio::awaitable<void> serve(std::shared_ptr<connection_state> state, tcp::endpoi
 }  // namespace
 
 delay_proxy::delay_proxy(asio::any_io_executor executor, delay_proxy_options options)
-    : acceptor_(executor, options.listen), options_(options), stats_(std::make_shared<delay_proxy_stats>()) {}
+    : acceptor_(executor, options.listen),
+      options_(options),
+      stats_(std::make_shared<delay_proxy_stats>()),
+      control_(std::make_shared<control>()) {
+    control_->delay = options.delay;
+}
 
 tcp::endpoint delay_proxy::local_endpoint() const {
     return acceptor_.local_endpoint();
@@ -210,7 +245,13 @@ asio::awaitable<void> delay_proxy::run() {
         }
         ++stats_->accepted;
         ++stats_->active;
-        auto state = std::make_shared<connection_state>(std::move(socket), options_, stats_);
+        auto state = std::make_shared<connection_state>(std::move(socket), options_, stats_, control_);
+        if (control_->to_target == proxy_fault::reset) {
+            hard_close(state->client);
+            --stats_->active;
+            continue;
+        }
+        control_->add(state);
         asio::co_spawn(acceptor_.get_executor(), serve(std::move(state), options_.target), asio::detached);
     }
 }
@@ -218,6 +259,25 @@ asio::awaitable<void> delay_proxy::run() {
 void delay_proxy::close() {
     asio::error_code ignored;
     acceptor_.close(ignored);
+}
+
+void delay_proxy::set_delay(std::chrono::microseconds delay) {
+    control_->delay = delay;
+}
+
+void delay_proxy::set_fault(proxy_fault fault, proxy_direction direction) {
+    const bool to_target = direction != proxy_direction::to_client || fault == proxy_fault::reset;
+    const bool to_client = direction != proxy_direction::to_target || fault == proxy_fault::reset;
+    control_->to_target = to_target ? fault : proxy_fault::none;
+    control_->to_client = to_client ? fault : proxy_fault::none;
+    if (fault != proxy_fault::reset) return;
+    for (const auto& weak : control_->connections) {
+        if (auto c = weak.lock()) {
+            hard_close(c->client);
+            hard_close(c->target);
+        }
+    }
+    control_->connections.clear();
 }
 
 }  // namespace flypg::tools

@@ -16,8 +16,10 @@
 // read error travels the same way and becomes a reset (SO_LINGER 0). The TCP handshake itself is not
 // delayed: connecting to the proxy completes at once, and the proxy connects to the target only then.
 //
-// Everything runs on the given executor (one thread). Connections own their state and outlive
-// close() and the proxy object; they end when both directions have finished.
+// Everything runs on the given executor (one thread), including set_delay() and set_fault(), which
+// change a running proxy: the fault-injection tests stall, black-hole or reset a path with them.
+// Connections own their state and outlive close() and the proxy object; they end when both
+// directions have finished.
 #pragma once
 
 #include <asio/awaitable.hpp>
@@ -38,6 +40,17 @@ struct delay_proxy_options {
     /// (back pressure). One chunk may exceed it.
     std::size_t max_buffered_bytes = 16 * 1024 * 1024;
 };
+
+/// A fault the proxy injects on top of its delay (the fault-injection tests' network).
+enum class proxy_fault {
+    none,   ///< Forward everything (after the delay).
+    stall,  ///< Hold the bytes (they queue, then back pressure stops the reader); sent on heal.
+    drop,   ///< A black hole: bytes are read and thrown away, as a partition that loses packets.
+    reset,  ///< Reset every open connection (RST both sides) and every new one while set.
+};
+
+/// Which way a fault applies.
+enum class proxy_direction { both, to_target, to_client };
 
 /// Counters shared with the connections (they may outlive the proxy).
 struct delay_proxy_stats {
@@ -67,12 +80,22 @@ class delay_proxy {
     /// Stops accepting. Open connections carry on.
     void close();
 
+    /// The one-way delay of every byte read from now on (bytes already read keep theirs; order
+    /// is kept either way).
+    void set_delay(std::chrono::microseconds delay);
+    /// Injects `fault` in `direction` until the next call (proxy_fault::none heals). A reset
+    /// applies to both directions at once.
+    void set_fault(proxy_fault fault, proxy_direction direction = proxy_direction::both);
+
     const delay_proxy_stats& stats() const noexcept { return *stats_; }
+
+    struct control;
 
   private:
     asio::ip::tcp::acceptor acceptor_;
     delay_proxy_options options_;
     std::shared_ptr<delay_proxy_stats> stats_;
+    std::shared_ptr<control> control_;
 };
 
 }  // namespace flypg::tools

@@ -359,6 +359,109 @@ TEST(DelayProxy, UnreachableTargetClosesTheClient) {
     EXPECT_EQ(proxy.proxy->stats().connect_failures, 1u);
 }
 
+// What arrives on `socket` within `window` (a lower bound: nothing is read after it).
+asio::awaitable<std::string> read_within(tcp::socket& socket, std::chrono::milliseconds window) {
+    std::string got;
+    asio::steady_timer timer(socket.get_executor(), window);
+    char buffer[256];
+    for (;;) {
+        auto outcome =
+            co_await (socket.async_read_some(asio::buffer(buffer), no_throw) || timer.async_wait(no_throw));
+        if (outcome.index() == 1) co_return got;
+        auto [ec, n] = std::get<0>(outcome);
+        if (ec) co_return got;
+        got.append(buffer, n);
+    }
+}
+
+asio::awaitable<std::string> send_and_read(tcp::socket& socket,
+                                           const std::string& text,
+                                           std::chrono::milliseconds window) {
+    co_await asio::async_write(socket, asio::buffer(text), asio::use_awaitable);
+    co_return co_await read_within(socket, window);
+}
+
+TEST(DelayProxyFaults, AStallHoldsTheBytesAndDeliversThemInOrderOnHeal) {
+    asio::io_context io;
+    echo_server server(io);
+    running_proxy proxy(io, server.endpoint(), std::chrono::milliseconds(0));
+    run_task(io, [&]() -> asio::awaitable<void> {
+        tcp::socket socket = co_await connect_to(proxy.endpoint());
+        EXPECT_EQ(co_await send_and_read(socket, "before", std::chrono::milliseconds(100)), "before");
+        proxy.proxy->set_fault(flypg::tools::proxy_fault::stall);
+        EXPECT_EQ(co_await send_and_read(socket, "one ", std::chrono::milliseconds(100)), "");
+        EXPECT_EQ(co_await send_and_read(socket, "two", std::chrono::milliseconds(20)), "");
+        proxy.proxy->set_fault(flypg::tools::proxy_fault::none);
+        EXPECT_EQ(co_await read_within(socket, std::chrono::milliseconds(200)), "one two");
+    }());
+}
+
+TEST(DelayProxyFaults, AStallOfOneDirectionLetsTheOtherThrough) {
+    asio::io_context io;
+    echo_server server(io);
+    running_proxy proxy(io, server.endpoint(), std::chrono::milliseconds(0));
+    run_task(io, [&]() -> asio::awaitable<void> {
+        tcp::socket socket = co_await connect_to(proxy.endpoint());
+        proxy.proxy->set_fault(flypg::tools::proxy_fault::stall, flypg::tools::proxy_direction::to_client);
+        EXPECT_EQ(co_await send_and_read(socket, "held", std::chrono::milliseconds(100)), "");
+        // The request reached the server (only its answer is held).
+        EXPECT_EQ(proxy.proxy->stats().bytes_to_target, 4u);
+        EXPECT_EQ(proxy.proxy->stats().bytes_to_client, 0u);
+        proxy.proxy->set_fault(flypg::tools::proxy_fault::none);
+        EXPECT_EQ(co_await read_within(socket, std::chrono::milliseconds(200)), "held");
+    }());
+}
+
+TEST(DelayProxyFaults, ADropLosesWhatWasSentDuringIt) {
+    asio::io_context io;
+    echo_server server(io);
+    running_proxy proxy(io, server.endpoint(), std::chrono::milliseconds(0));
+    run_task(io, [&]() -> asio::awaitable<void> {
+        tcp::socket socket = co_await connect_to(proxy.endpoint());
+        proxy.proxy->set_fault(flypg::tools::proxy_fault::drop);
+        EXPECT_EQ(co_await send_and_read(socket, "lost", std::chrono::milliseconds(100)), "");
+        proxy.proxy->set_fault(flypg::tools::proxy_fault::none);
+        EXPECT_EQ(co_await send_and_read(socket, "kept", std::chrono::milliseconds(200)), "kept");
+        EXPECT_EQ(proxy.proxy->stats().bytes_to_target, 4u);
+    }());
+}
+
+TEST(DelayProxyFaults, AResetEndsOpenConnectionsAndRefusesNewOnesUntilHealed) {
+    asio::io_context io;
+    echo_server server(io);
+    running_proxy proxy(io, server.endpoint(), std::chrono::milliseconds(0));
+    run_task(io, [&]() -> asio::awaitable<void> {
+        tcp::socket open = co_await connect_to(proxy.endpoint());
+        EXPECT_EQ(co_await send_and_read(open, "up", std::chrono::milliseconds(100)), "up");
+        proxy.proxy->set_fault(flypg::tools::proxy_fault::reset);
+        char byte;
+        auto [open_ec, n] = co_await open.async_read_some(asio::buffer(&byte, 1), no_throw);
+        EXPECT_EQ(open_ec, asio::error::connection_reset);
+        tcp::socket refused = co_await connect_to(proxy.endpoint());
+        auto [refused_ec, m] = co_await refused.async_read_some(asio::buffer(&byte, 1), no_throw);
+        EXPECT_EQ(refused_ec, asio::error::connection_reset);
+        proxy.proxy->set_fault(flypg::tools::proxy_fault::none);
+        tcp::socket healed = co_await connect_to(proxy.endpoint());
+        EXPECT_EQ(co_await send_and_read(healed, "back", std::chrono::milliseconds(200)), "back");
+    }());
+}
+
+TEST(DelayProxyFaults, ANewDelayAppliesToBytesReadFromThenOn) {
+    asio::io_context io;
+    echo_server server(io);
+    running_proxy proxy(io, server.endpoint(), std::chrono::milliseconds(0));
+    const double round_trip = run_task(io, [&]() -> asio::awaitable<double> {
+        tcp::socket socket = co_await connect_to(proxy.endpoint());
+        proxy.proxy->set_delay(std::chrono::milliseconds(40));
+        const auto start = clock_type::now();
+        char byte = 'x';
+        co_await asio::async_write(socket, asio::buffer(&byte, 1), asio::use_awaitable);
+        co_await asio::async_read(socket, asio::buffer(&byte, 1), asio::use_awaitable);
+        co_return ms(clock_type::now() - start);
+    }());
+    EXPECT_GE(round_trip, 80.0);
+}
+
 TEST(DelayProxy, CloseEndsRun) {
     asio::io_context io;
     delay_proxy_options options;
