@@ -83,6 +83,9 @@ void validate(const tracker_options& options) {
     if (options.reconnect_backoff_max < options.reconnect_backoff_min) {
         fail("reconnect_backoff_max must not be below reconnect_backoff_min");
     }
+    if (options.not_replicating_recheck <= std::chrono::milliseconds::zero()) {
+        fail("not_replicating_recheck must be positive");
+    }
     if (options.long_poll_step <= std::chrono::microseconds::zero()) fail("long_poll_step must be positive");
     if (options.long_poll_max_wait < std::chrono::milliseconds::zero()) {
         fail("long_poll_max_wait must not be negative");

@@ -173,7 +173,8 @@ class tracker_core : public waiter_registry,
                 answer.replay_position = cached_->position;
                 ++stats_.cached;
                 ++stats_.replayed;
-            } else if (cached_ && cached_->state == replay_state::not_replicating) {
+            } else if (cached_ && cached_->state == replay_state::not_replicating &&
+                       now - not_replicating_seen_ < options_.not_replicating_recheck) {
                 what = outcome::answer;
                 answer.status = wait_status::not_replicating;
                 ++stats_.not_replicating;
@@ -571,6 +572,7 @@ class tracker_core : public waiter_registry,
                 next_poll_at_ = again_now ? now : std::max(now, sent + interval_.current());
             } else {
                 cached_ = status;
+                not_replicating_seen_ = now;
                 stats_.replay_position.reset();
                 ++stats_.not_replicating_polls;
                 result.status = wait_status::not_replicating;
@@ -634,6 +636,7 @@ class tracker_core : public waiter_registry,
     std::uint64_t next_sequence_ = 0;
     run_state run_state_ = run_state::not_started;
     std::optional<replay_status> cached_;  // last answer of the current connection
+    time_point not_replicating_seen_{};    // when cached_ last said "not a standby"
     lsn highest_target_{};
     poll_interval interval_;
     time_point next_poll_at_{};

@@ -790,6 +790,26 @@ asio::awaitable<write_result> repo::execute_all(std::vector<pg::statement> state
     co_return co_await impl_->write(std::move(statements), options);
 }
 
+namespace {
+
+// A procedure call that timed out had been sent (a call never sent fails otherwise): for a
+// transaction that means it may have committed, which is outcome_unknown, as for a forwarded
+// write, and not a plain timeout that reads as "it did not run".
+asio::awaitable<std::vector<rpc::value>> call_transaction(rpc::node& node,
+                                                          const char* procedure,
+                                                          const std::vector<rpc::value>& args,
+                                                          rpc::call_options call) {
+    try {
+        co_return co_await node.call_primary(procedure, args, call);
+    } catch (const flypg::error& e) {
+        if (e.code() != errc::timeout) throw;
+        diagnostics diag = e.diag();
+        throw flypg::error(errc::outcome_unknown, std::move(diag));
+    }
+}
+
+}  // namespace
+
 asio::awaitable<std::vector<rpc::value>> repo::transaction_on_primary(std::string name,
                                                                       std::vector<rpc::value> args,
                                                                       write_options options) {
@@ -816,7 +836,8 @@ asio::awaitable<std::vector<rpc::value>> repo::transaction_on_primary(std::strin
                                        [&](std::chrono::milliseconds left) -> asio::awaitable<void> {
                                            rpc::call_options call;
                                            call.timeout = left;
-                                           reply = co_await impl_->node.call_primary(procedure, args, call);
+                                           reply =
+                                               co_await call_transaction(impl_->node, procedure, args, call);
                                        });
     if (reply.empty() || !std::holds_alternative<std::int64_t>(reply.front()))
         throw_error(errc::protocol_error, "flypg.transaction answered without a commit LSN");

@@ -52,6 +52,9 @@ class child_process {
             &actions, STDERR_FILENO, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         posix_spawn_file_actions_addclose(&actions, in[1]);
         posix_spawn_file_actions_addclose(&actions, out[0]);
+        // Nothing else of this process: Asio opens sockets without O_CLOEXEC, and a child holding
+        // a test's socket keeps it open after the test closed or reset it.
+        posix_spawn_file_actions_addclosefrom_np(&actions, 3);
         std::vector<std::string> all{program};
         all.insert(all.end(), args.begin(), args.end());
         std::vector<char*> argv;
@@ -102,6 +105,11 @@ class child_process {
         int status = 0;
         ::waitpid(pid_, &status, 0);
         pid_ = -1;
+    }
+
+    /// SIGSTOP / SIGCONT, as a frozen host would look to its peers.
+    void send_signal(int signal_number) {
+        if (pid_ > 0) ::kill(pid_, signal_number);
     }
 
     /// Whether the process still runs (it has neither exited nor crashed).

@@ -54,6 +54,12 @@ struct tracker_options {
     /// Upper bound of the reconnect delay.
     std::chrono::milliseconds reconnect_backoff_max{5'000};
 
+    /// How long "the local database is not a standby" (promoted, a primary) answers waits without
+    /// a query. A wait after that polls again, so that a database that follows the primary again
+    /// (rebuilt, or restarted as a standby) is noticed: at most one query per this interval while
+    /// the split lasts.
+    std::chrono::milliseconds not_replicating_recheck{1'000};
+
     /// Polling or server-side long-poll (see poll_strategy).
     poll_strategy strategy = poll_strategy::poll;
     /// poll only: when a wait arrives on the tracker's own executor (an io_context's executor or a

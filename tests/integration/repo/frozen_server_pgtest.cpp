@@ -14,11 +14,13 @@
 #include <thread>
 
 #include "repo_world.hpp"
+#include "support/loop_probe.hpp"
 
 namespace {
 
 using namespace flypg::test::repo_world;
 using clock_type = std::chrono::steady_clock;
+using flypg::test::loop_probe;
 
 // Freezes a server of the test cluster for `duration`. The thaw comes from a thread of its own,
 // so that a loop that does block (the defect this tests) is measured as a long stall instead of
@@ -59,36 +61,6 @@ void run_for(asio::io_context& io, std::chrono::milliseconds d) {
         co_await t.async_wait(asio::use_awaitable);
     }());
 }
-
-// A 1 ms timer on the loop; records how late it ever fired.
-struct loop_probe {
-    explicit loop_probe(asio::io_context& io) {
-        asio::co_spawn(io, tick(), asio::bind_cancellation_slot(stop.slot(), [this](std::exception_ptr) {
-                           done = true;
-                       }));
-    }
-    asio::awaitable<void> tick() {
-        asio::steady_timer timer(co_await asio::this_coro::executor);
-        auto due = clock_type::now();
-        for (;;) {
-            due += 1ms;
-            timer.expires_at(due);
-            co_await timer.async_wait(asio::use_awaitable);
-            const auto late = clock_type::now() - due;
-            if (late > worst) worst = late;
-            if (clock_type::now() > due + 1ms) due = clock_type::now();  // no catch-up bursts
-        }
-    }
-    void finish(asio::io_context& io) {
-        stop.emit(asio::cancellation_type::terminal);
-        while (!done) io.run_one_for(50ms);
-    }
-    double worst_ms() const { return std::chrono::duration<double, std::milli>(worst).count(); }
-
-    asio::cancellation_signal stop;
-    clock_type::duration worst{0};
-    bool done = false;
-};
 
 // How a write ended, and when.
 struct outcome {

@@ -574,6 +574,34 @@ TEST_F(LsnTracker, CompletesEveryWaiterWhenTheReplicaIsNotReplicating) {
     EXPECT_FALSE(stats().replay_position.has_value());
 }
 
+// A promoted replica can be rebuilt or restarted as a standby: the cached "not a standby" answer
+// lasts not_replicating_recheck, then a wait asks the database again.
+TEST_F(LsnTracker, AskAgainWhetherTheReplicaReplicatesOnceTheRecheckIntervalPassed) {
+    start();
+    script_->status = replay_status::not_replicating();
+    auto first = wait(at(100));
+    settle();
+    ASSERT_TRUE(first->done());
+    EXPECT_EQ(first->result.status, wait_status::not_replicating);
+    const int reads_when_split = script_->reads;
+
+    advance(tracker_options{}.not_replicating_recheck - 1ms);
+    auto cached = wait(at(200));
+    settle();
+    ASSERT_TRUE(cached->done());
+    EXPECT_EQ(cached->result.status, wait_status::not_replicating);
+    EXPECT_EQ(script_->reads, reads_when_split) << "answered from the cache, without a query";
+
+    // It follows the primary again.
+    script_->status = replay_status::replaying(at(500));
+    advance(1ms);
+    auto after = wait(at(300));
+    settle();
+    ASSERT_TRUE(after->done());
+    EXPECT_EQ(after->result.status, wait_status::replayed);
+    EXPECT_EQ(script_->reads, reads_when_split + 1);
+}
+
 TEST_F(LsnTracker, ReconnectsWithBackoffWhileWaitersKeepTheirDeadlines) {
     start();
     ASSERT_EQ(script_->reconnects, 1);

@@ -446,6 +446,23 @@ TEST(DelayProxyFaults, AResetEndsOpenConnectionsAndRefusesNewOnesUntilHealed) {
     }());
 }
 
+TEST(DelayProxyFaults, AResetAfterADropEndsTheConnection) {
+    asio::io_context io;
+    echo_server server(io);
+    running_proxy proxy(io, server.endpoint(), std::chrono::milliseconds(0));
+    run_task(io, [&]() -> asio::awaitable<void> {
+        tcp::socket open = co_await connect_to(proxy.endpoint());
+        EXPECT_EQ(co_await send_and_read(open, "up", std::chrono::milliseconds(100)), "up");
+        proxy.proxy->set_fault(flypg::tools::proxy_fault::drop);
+        EXPECT_EQ(co_await send_and_read(open, "lost", std::chrono::milliseconds(100)), "");
+        proxy.proxy->set_fault(flypg::tools::proxy_fault::reset);
+        proxy.proxy->set_fault(flypg::tools::proxy_fault::none);
+        char byte;
+        auto [ec, n] = co_await open.async_read_some(asio::buffer(&byte, 1), no_throw);
+        EXPECT_EQ(ec, asio::error::connection_reset);
+    }());
+}
+
 TEST(DelayProxyFaults, ANewDelayAppliesToBytesReadFromThenOn) {
     asio::io_context io;
     echo_server server(io);
