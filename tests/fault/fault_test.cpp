@@ -51,7 +51,7 @@ TEST_P(Fault, AcknowledgedWritesAreThereOnceAndReadableAndNoCallOutlivesItsDeadl
     asio::io_context io;
     independent_checker checker(flypg::test::primary_conninfo(), flypg::test::replica_conninfo(2));
     create_tables(checker);
-    fault_world world(io, checker, fault_limits::from_environment());
+    fault_world world(io, fault_limits::from_environment());
     const fault_tally t = play(io, world, checker, scenario_named(GetParam()), 2s);
     print_table({{GetParam(), t}});
     expect_no_violations(t);
@@ -76,7 +76,7 @@ TEST(Chaos, RandomFaults) {
     asio::io_context io;
     independent_checker checker(flypg::test::primary_conninfo(), flypg::test::replica_conninfo(2));
     create_tables(checker);
-    fault_world world(io, checker, fault_limits::from_environment());
+    fault_world world(io, fault_limits::from_environment());
     std::map<std::string, fault_tally> by_kind;
     const auto end =
         std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(

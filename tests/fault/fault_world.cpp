@@ -43,12 +43,8 @@ fault_limits fault_limits::from_environment() {
     return limits;
 }
 
-fault_world::fault_world(asio::io_context& io, independent_checker& checker, fault_limits limits)
-    : io_(io),
-      checker_(checker),
-      limits_(limits),
-      replica_admin_(test::replica_conninfo(2)),
-      node_port_(test::free_port()) {
+fault_world::fault_world(asio::io_context& io, fault_limits limits)
+    : io_(io), limits_(limits), replica_admin_(test::replica_conninfo(2)), node_port_(test::free_port()) {
     // Every failed write under a fault would log a warning; the checker's table says more.
     ::setenv("FLYPG_LOG_LEVEL", "error", 0);
     rpc_proxy_ = proxy_to(network_, node_port_);

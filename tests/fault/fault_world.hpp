@@ -37,7 +37,7 @@ struct fault_limits {
 
 class fault_world {
   public:
-    fault_world(asio::io_context& io, independent_checker& checker, fault_limits limits);
+    fault_world(asio::io_context& io, fault_limits limits);
     ~fault_world();
     fault_world(const fault_world&) = delete;
     fault_world& operator=(const fault_world&) = delete;
@@ -64,7 +64,6 @@ class fault_world {
     void on_network(F f);
 
     asio::io_context& io_;
-    independent_checker& checker_;
     fault_limits limits_;
     blocking_session replica_admin_;
     std::string original_primary_conninfo_;
