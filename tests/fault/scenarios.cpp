@@ -175,7 +175,9 @@ fault_tally play(asio::io_context& io,
     fault_tally tally = load.check(probe.worst_ms(), probe.own_worst_ms());
     tally.max_recovery_ms = recovery_ms;
     if (recovery_ms < 0)
-        tally.violations.push_back("no write was read-your-writes again within 30 s of the heal");
+        tally.violations.push_back(
+            "no write was read-your-writes again within 30 s of the heal (last error: " + load.last_error() +
+            ")");
     for (std::string& v : tally.violations) v = s.name + ": " + v;
     return tally;
 }

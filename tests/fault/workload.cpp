@@ -184,6 +184,12 @@ bool workload::replicated_since(clock_type::time_point t) const {
     });
 }
 
+std::string workload::last_error() const {
+    for (auto it = records_.rbegin(); it != records_.rend(); ++it)
+        if (!it->error.empty()) return it->error;
+    return {};
+}
+
 fault_tally workload::check(double stall_ms, double own_stall_ms) const {
     fault_tally tally;
     tally.runs = 1;

@@ -73,6 +73,9 @@ class workload {
     /// Whether a write that started after `t` was acknowledged as replicated.
     bool replicated_since(std::chrono::steady_clock::time_point t) const;
 
+    /// The error of the latest call that failed, or "".
+    std::string last_error() const;
+
     /// Compares the records with the primary (blocking; after run()).
     /// `stall_ms` and `own_stall_ms`: the loop probe's worst_ms() and own_worst_ms().
     fault_tally check(double stall_ms, double own_stall_ms) const;
