@@ -23,6 +23,15 @@ void cluster(const std::string& command) {
 
 void nothing(fault_world&) {}
 
+// A fault of the RPC path, healed by forwarding everything again.
+scenario rpc_path(std::string name, proxy_fault fault, proxy_direction direction = proxy_direction::both) {
+    return {std::move(name),
+            [fault, direction](fault_world& w) { w.rpc_fault(fault, direction); },
+            [](fault_world& w) {
+                w.rpc_fault(proxy_fault::none);
+            }};
+}
+
 std::string slug(const std::string& name) {
     std::string out;
     for (char c : name) out += std::isalnum(static_cast<unsigned char>(c)) ? c : '-';
@@ -66,26 +75,10 @@ const std::vector<scenario>& all_scenarios() {
              cluster("start --replicas 2");  // rebuilds replica 2 as a standby
              w.route_wal_through_proxy();
          }},
-        {"RPC partition",
-         [](fault_world& w) { w.rpc_fault(proxy_fault::drop); },
-         [](fault_world& w) {
-             w.rpc_fault(proxy_fault::none);
-         }},
-        {"RPC answers lost",
-         [](fault_world& w) { w.rpc_fault(proxy_fault::drop, proxy_direction::to_client); },
-         [](fault_world& w) {
-             w.rpc_fault(proxy_fault::none);
-         }},
-        {"RPC stall",
-         [](fault_world& w) { w.rpc_fault(proxy_fault::stall); },
-         [](fault_world& w) {
-             w.rpc_fault(proxy_fault::none);
-         }},
-        {"RPC reset",
-         [](fault_world& w) { w.rpc_fault(proxy_fault::reset); },
-         [](fault_world& w) {
-             w.rpc_fault(proxy_fault::none);
-         }},
+        rpc_path("RPC partition", proxy_fault::drop),
+        rpc_path("RPC answers lost", proxy_fault::drop, proxy_direction::to_client),
+        rpc_path("RPC stall", proxy_fault::stall),
+        rpc_path("RPC reset", proxy_fault::reset),
         {"WAL partition",
          [](fault_world& w) { w.wal_fault(proxy_fault::drop); },
          [](fault_world& w) {

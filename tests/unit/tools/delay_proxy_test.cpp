@@ -381,10 +381,15 @@ asio::awaitable<std::string> send_and_read(tcp::socket& socket,
     co_return co_await read_within(socket, window);
 }
 
-TEST(DelayProxyFaults, AStallHoldsTheBytesAndDeliversThemInOrderOnHeal) {
+// An echo server behind a proxy without delay, for the fault modes.
+class DelayProxyFaults : public ::testing::Test {
+  protected:
     asio::io_context io;
-    echo_server server(io);
-    running_proxy proxy(io, server.endpoint(), std::chrono::milliseconds(0));
+    echo_server server{io};
+    running_proxy proxy{io, server.endpoint(), std::chrono::milliseconds(0)};
+};
+
+TEST_F(DelayProxyFaults, AStallHoldsTheBytesAndDeliversThemInOrderOnHeal) {
     run_task(io, [&]() -> asio::awaitable<void> {
         tcp::socket socket = co_await connect_to(proxy.endpoint());
         EXPECT_EQ(co_await send_and_read(socket, "before", std::chrono::milliseconds(100)), "before");
@@ -396,10 +401,7 @@ TEST(DelayProxyFaults, AStallHoldsTheBytesAndDeliversThemInOrderOnHeal) {
     }());
 }
 
-TEST(DelayProxyFaults, AStallOfOneDirectionLetsTheOtherThrough) {
-    asio::io_context io;
-    echo_server server(io);
-    running_proxy proxy(io, server.endpoint(), std::chrono::milliseconds(0));
+TEST_F(DelayProxyFaults, AStallOfOneDirectionLetsTheOtherThrough) {
     run_task(io, [&]() -> asio::awaitable<void> {
         tcp::socket socket = co_await connect_to(proxy.endpoint());
         proxy.proxy->set_fault(flypg::tools::proxy_fault::stall, flypg::tools::proxy_direction::to_client);
@@ -412,10 +414,7 @@ TEST(DelayProxyFaults, AStallOfOneDirectionLetsTheOtherThrough) {
     }());
 }
 
-TEST(DelayProxyFaults, ADropLosesWhatWasSentDuringIt) {
-    asio::io_context io;
-    echo_server server(io);
-    running_proxy proxy(io, server.endpoint(), std::chrono::milliseconds(0));
+TEST_F(DelayProxyFaults, ADropLosesWhatWasSentDuringIt) {
     run_task(io, [&]() -> asio::awaitable<void> {
         tcp::socket socket = co_await connect_to(proxy.endpoint());
         proxy.proxy->set_fault(flypg::tools::proxy_fault::drop);
@@ -426,10 +425,7 @@ TEST(DelayProxyFaults, ADropLosesWhatWasSentDuringIt) {
     }());
 }
 
-TEST(DelayProxyFaults, AResetEndsOpenConnectionsAndRefusesNewOnesUntilHealed) {
-    asio::io_context io;
-    echo_server server(io);
-    running_proxy proxy(io, server.endpoint(), std::chrono::milliseconds(0));
+TEST_F(DelayProxyFaults, AResetEndsOpenConnectionsAndRefusesNewOnesUntilHealed) {
     run_task(io, [&]() -> asio::awaitable<void> {
         tcp::socket open = co_await connect_to(proxy.endpoint());
         EXPECT_EQ(co_await send_and_read(open, "up", std::chrono::milliseconds(100)), "up");
@@ -446,10 +442,7 @@ TEST(DelayProxyFaults, AResetEndsOpenConnectionsAndRefusesNewOnesUntilHealed) {
     }());
 }
 
-TEST(DelayProxyFaults, AResetAfterADropEndsTheConnection) {
-    asio::io_context io;
-    echo_server server(io);
-    running_proxy proxy(io, server.endpoint(), std::chrono::milliseconds(0));
+TEST_F(DelayProxyFaults, AResetAfterADropEndsTheConnection) {
     run_task(io, [&]() -> asio::awaitable<void> {
         tcp::socket open = co_await connect_to(proxy.endpoint());
         EXPECT_EQ(co_await send_and_read(open, "up", std::chrono::milliseconds(100)), "up");
@@ -463,10 +456,7 @@ TEST(DelayProxyFaults, AResetAfterADropEndsTheConnection) {
     }());
 }
 
-TEST(DelayProxyFaults, ANewDelayAppliesToBytesReadFromThenOn) {
-    asio::io_context io;
-    echo_server server(io);
-    running_proxy proxy(io, server.endpoint(), std::chrono::milliseconds(0));
+TEST_F(DelayProxyFaults, ANewDelayAppliesToBytesReadFromThenOn) {
     const double round_trip = run_task(io, [&]() -> asio::awaitable<double> {
         tcp::socket socket = co_await connect_to(proxy.endpoint());
         proxy.proxy->set_delay(std::chrono::milliseconds(40));
