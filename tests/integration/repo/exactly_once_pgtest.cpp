@@ -326,6 +326,19 @@ TEST_F(ExactlyOnce, ConcurrentFirstWritesCreateTheRequestTableWithoutFailing) {
         flypg::pg::result exists =
             co_await conn.query("SELECT 1 FROM pg_database WHERE datname = $1", std::move(name));
         if (exists.empty()) co_await conn.query("CREATE DATABASE " + database);
+        // The replica refuses connections to the database until it has replayed its creation.
+        flypg::pg::connect_options r;
+        r.conninfo = flypg::test::replica_conninfo();
+        auto on_replica_executor = co_await asio::this_coro::executor;
+        flypg::pg::connection on_replica = co_await flypg::pg::connection::connect(on_replica_executor, r);
+        for (;;) {
+            flypg::pg::params wanted{database};
+            flypg::pg::result there =
+                co_await on_replica.query("SELECT 1 FROM pg_database WHERE datname = $1", std::move(wanted));
+            if (!there.empty()) break;
+            asio::steady_timer t(on_replica_executor, 5ms);
+            co_await t.async_wait(asio::use_awaitable);
+        }
     }());
     create_table(io, primary, replica, once_table(), "(id bigserial PRIMARY KEY, note text)");
 
