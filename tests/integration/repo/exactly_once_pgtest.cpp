@@ -317,29 +317,7 @@ TEST_F(ExactlyOnce, ConcurrentFirstWritesCreateTheRequestTableWithoutFailing) {
     const std::string database = "flypg_fresh_requests";
     const std::string primary = flypg::test::primary_conninfo() + " dbname=" + database;
     const std::string replica = flypg::test::replica_conninfo() + " dbname=" + database;
-    run(io, [&]() -> asio::awaitable<void> {
-        flypg::pg::connect_options o;
-        o.conninfo = flypg::test::primary_conninfo();
-        flypg::pg::connection conn =
-            co_await flypg::pg::connection::connect(co_await asio::this_coro::executor, o);
-        flypg::pg::params name{database};
-        flypg::pg::result exists =
-            co_await conn.query("SELECT 1 FROM pg_database WHERE datname = $1", std::move(name));
-        if (exists.empty()) co_await conn.query("CREATE DATABASE " + database);
-        // The replica refuses connections to the database until it has replayed its creation.
-        flypg::pg::connect_options r;
-        r.conninfo = flypg::test::replica_conninfo();
-        auto on_replica_executor = co_await asio::this_coro::executor;
-        flypg::pg::connection on_replica = co_await flypg::pg::connection::connect(on_replica_executor, r);
-        for (;;) {
-            flypg::pg::params wanted{database};
-            flypg::pg::result there =
-                co_await on_replica.query("SELECT 1 FROM pg_database WHERE datname = $1", std::move(wanted));
-            if (!there.empty()) break;
-            asio::steady_timer t(on_replica_executor, 5ms);
-            co_await t.async_wait(asio::use_awaitable);
-        }
-    }());
+    create_database(io, database);
     create_table(io, primary, replica, once_table(), "(id bigserial PRIMARY KEY, note text)");
 
     constexpr int rounds = 3;

@@ -28,19 +28,6 @@ std::string in_second_database(const std::string& conninfo) {
     return conninfo + " dbname=" + second_database;
 }
 
-void create_second_database(asio::io_context& io) {
-    run(io, []() -> asio::awaitable<void> {
-        flypg::pg::connect_options options;
-        options.conninfo = flypg::test::primary_conninfo();
-        flypg::pg::connection primary =
-            co_await flypg::pg::connection::connect(co_await asio::this_coro::executor, options);
-        flypg::pg::params name{std::string(second_database)};
-        flypg::pg::result exists =
-            co_await primary.query("SELECT 1 FROM pg_database WHERE datname = $1", std::move(name));
-        if (exists.empty()) co_await primary.query(std::string("CREATE DATABASE ") + second_database);
-    }());
-}
-
 std::vector<std::string> primary_node_args_with_both_databases() {
     return primary_node_args({"--databases=main=" + flypg::test::primary_conninfo() +
                               ";second=" + in_second_database(flypg::test::primary_conninfo())});
@@ -50,7 +37,7 @@ class Repo : public ::testing::Test {
   protected:
     static void SetUpTestSuite() {
         asio::io_context io;
-        create_second_database(io);
+        create_database(io, second_database);
         create_table(io, flypg::test::primary_conninfo(), flypg::test::replica_conninfo());
         create_table(io,
                      in_second_database(flypg::test::primary_conninfo()),

@@ -36,6 +36,32 @@ inline std::string table_name() {
     return "repo_e2e_" + std::to_string(::getpid());
 }
 
+// Creates database `name` on the primary unless it exists, and waits until the replica has
+// replayed its creation (until then the replica refuses connections to it).
+inline void create_database(asio::io_context& io, const std::string& name) {
+    run(io, [&]() -> asio::awaitable<void> {
+        auto ex = co_await asio::this_coro::executor;
+        flypg::pg::connect_options primary_options;
+        primary_options.conninfo = flypg::test::primary_conninfo();
+        flypg::pg::connection primary = co_await flypg::pg::connection::connect(ex, primary_options);
+        flypg::pg::params name_on_primary{name};
+        flypg::pg::result exists = co_await primary.query("SELECT 1 FROM pg_database WHERE datname = $1",
+                                                          std::move(name_on_primary));
+        if (exists.empty()) co_await primary.query("CREATE DATABASE " + name);
+        flypg::pg::connect_options replica_options;
+        replica_options.conninfo = flypg::test::replica_conninfo();
+        flypg::pg::connection replica = co_await flypg::pg::connection::connect(ex, replica_options);
+        for (;;) {
+            flypg::pg::params name_on_replica{name};
+            flypg::pg::result there = co_await replica.query("SELECT 1 FROM pg_database WHERE datname = $1",
+                                                             std::move(name_on_replica));
+            if (!there.empty()) break;
+            asio::steady_timer t(ex, 5ms);
+            co_await t.async_wait(asio::use_awaitable);
+        }
+    }());
+}
+
 // Creates table `name` (columns as given) on the primary and waits until the replica has it.
 inline void create_table(asio::io_context& io,
                          const std::string& primary_conninfo,
