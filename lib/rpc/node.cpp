@@ -178,6 +178,7 @@ struct node_config {
     std::chrono::milliseconds reconnect_min{0};
     std::chrono::milliseconds reconnect_max{0};
     std::chrono::milliseconds heartbeat_interval{0};
+    std::chrono::milliseconds heartbeat_timeout{0};
 };
 
 class transaction_impl {
@@ -1081,6 +1082,7 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
 
     asio::awaitable<void> heartbeat(std::shared_ptr<peer_connection> conn) {
         int misses = 0;
+        auto answered_at = clock::now();
         while (!conn->closed) {
             asio::steady_timer wait(io_, config_.heartbeat_interval);
             co_await wait.async_wait(asio::use_awaitable);
@@ -1090,18 +1092,30 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
             // await_kj reports cancellation as a value: the loop ends here.
             if (pong.cancelled && !pong.timed_out) co_return;
             if (pong.ok()) {
+                answered_at = clock::now();
                 conn->last_round_trip =
-                    std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - start);
+                    std::chrono::duration_cast<std::chrono::microseconds>(answered_at - start);
                 misses = 0;
                 if (!conn->healthy && !conn->closed) {
                     conn->healthy = true;
                     ctx_->log(log_level::info, describe(*conn) + " answers again");
                     registry_changed();
                 }
-            } else if (pong.timed_out && ++misses >= 2 && conn->healthy) {
-                conn->healthy = false;
-                ctx_->log(log_level::warning, describe(*conn) + " missed two heartbeats; not using it");
-                registry_changed();
+            } else if (pong.timed_out) {
+                if (++misses >= 2 && conn->healthy) {
+                    conn->healthy = false;
+                    ctx_->log(log_level::warning, describe(*conn) + " missed two heartbeats; not using it");
+                    registry_changed();
+                }
+                // Closing ends serve_link's wait for the disconnect, and the link dials again.
+                if (clock::now() - answered_at >= config_.heartbeat_timeout) {
+                    ctx_->log(log_level::warning,
+                              describe(*conn) + " answered no heartbeat for " +
+                                  ms(config_.heartbeat_timeout) +
+                                  "; closing the connection and connecting again");
+                    conn->close();
+                    co_return;
+                }
             }
         }
     }
@@ -1246,6 +1260,12 @@ node node::create(asio::io_context& io, node_options options) {
     check_positive(options.resolve_interval, "resolve_interval");
     check_positive(options.reconnect_min, "reconnect_min");
     check_positive(options.heartbeat_interval, "heartbeat_interval");
+    if (options.heartbeat_timeout < 2 * options.heartbeat_interval) {
+        throw_error(errc::invalid_argument,
+                    "node_options::heartbeat_timeout (" + std::to_string(options.heartbeat_timeout.count()) +
+                        " ms) is below twice heartbeat_interval (" +
+                        std::to_string(options.heartbeat_interval.count()) + " ms)");
+    }
     if (options.reconnect_max < options.reconnect_min) {
         throw_error(errc::invalid_argument, "node_options::reconnect_max is below reconnect_min");
     }
@@ -1270,6 +1290,7 @@ node node::create(asio::io_context& io, node_options options) {
     config.reconnect_min = options.reconnect_min;
     config.reconnect_max = options.reconnect_max;
     config.heartbeat_interval = options.heartbeat_interval;
+    config.heartbeat_timeout = options.heartbeat_timeout;
 
     asio::ip::tcp::acceptor acceptor(io);
     const asio::ip::tcp::endpoint endpoint(address, port);

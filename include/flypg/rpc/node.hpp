@@ -117,6 +117,11 @@ struct node_options {
     /// Peers are pinged this often; a peer that misses two answers in a row is unhealthy (not
     /// chosen for calls) until it answers again.
     std::chrono::milliseconds heartbeat_interval{std::chrono::seconds(2)};
+    /// A connection whose peer has answered no heartbeat for this long is closed and dialled
+    /// again: bytes lost on the path (the stream can no longer be parsed, yet may never fail) or a
+    /// host that vanished without a reset leave it open but dead. Calls in flight on it end as
+    /// they would on any lost connection. At least twice heartbeat_interval.
+    std::chrono::milliseconds heartbeat_timeout{std::chrono::seconds(10)};
 
     /// Largest message accepted or sent (also Cap'n Proto's traversal limit). Larger requests fail
     /// with errc::overloaded before they are sent; a peer sending more is disconnected.

@@ -97,6 +97,7 @@ int main(int argc, char** argv) {
     const std::vector<std::string> peers = absl::StrSplit(absl::GetFlag(FLAGS_peers), ',', absl::SkipEmpty());
     options.peers = peers;
     options.heartbeat_interval = std::chrono::milliseconds(200);
+    options.heartbeat_timeout = std::chrono::seconds(2);
     options.reconnect_min = std::chrono::milliseconds(20);
     options.reconnect_max = std::chrono::milliseconds(200);
     options.handshake_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_handshake_timeout_ms));

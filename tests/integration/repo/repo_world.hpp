@@ -104,6 +104,7 @@ inline flypg::rpc::node_options node_options_in(std::string region,
     options.reconnect_min = 20ms;
     options.reconnect_max = 200ms;
     options.heartbeat_interval = 200ms;
+    options.heartbeat_timeout = 2s;  // a path that lost bytes is dialled again soon (fault suite)
     return options;
 }
 

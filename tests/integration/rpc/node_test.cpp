@@ -489,6 +489,15 @@ TEST(RpcNode, RejectsBadOptionsNamingThem) {
     options.max_message_bytes = 10;
     EXPECT_THROW((void)node::create(io, options), flypg::error);
     options = fast_options("iad", "iad");
+    options.heartbeat_timeout = options.heartbeat_interval;
+    try {
+        (void)node::create(io, options);
+        FAIL();
+    } catch (const flypg::error& e) {
+        EXPECT_NE(std::string(e.what()).find("heartbeat_timeout (200 ms) is below twice"), std::string::npos)
+            << e.what();
+    }
+    options = fast_options("iad", "iad");
     options.peers.reset();
     ::setenv("FLYPG_PEERS", "[::1", 1);
     try {

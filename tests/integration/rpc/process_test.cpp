@@ -146,6 +146,29 @@ TEST(RpcProcesses, APeerKilledMidCallFailsTheCallInTimeAndIsReconnectedWhenBack)
     EXPECT_EQ(std::get<std::string>(h.run(local.call_primary("whoami", {})).at(0)), "P2");
 }
 
+// A peer that stops answering without closing the connection (a frozen host; or bytes lost on
+// the path, after which the stream cannot be parsed yet may never fail) must not hold its link
+// forever: after heartbeat_timeout the connection is closed and dialled again.
+TEST(RpcProcesses, APeerSilentPastTheHeartbeatTimeoutIsDisconnectedAndReconnectedWhenBack) {
+    child_node primary(child_args("iad", "iad", "P"));
+    harness h;
+    auto options = local_options({primary.address()});
+    options.heartbeat_timeout = 1s;
+    options.handshake_timeout = 500ms;
+    node& local = h.start(std::move(options));
+    h.run(local.wait_for_region("iad", 10s));
+
+    primary.send_signal(SIGSTOP);
+    const bool closed = h.wait_until([&] {
+        return h.logs(0).contains("answered no heartbeat for 1000 ms") &&
+               h.logs(0).contains("lost the connection to");
+    });
+    primary.send_signal(SIGCONT);
+    ASSERT_TRUE(closed) << h.logs(0).text();
+    h.run(local.wait_for_region("iad", 10s));
+    EXPECT_EQ(std::get<std::string>(h.run(local.call_primary("whoami", {})).at(0)), "P");
+}
+
 TEST(RpcProcesses, SkipsAPeerOfAnotherProtocolVersion) {
     auto old_args = child_args("iad", "iad", "OLD");
     old_args.insert(old_args.end(), {"--protocol-version", std::to_string(protocol_version() + 1)});

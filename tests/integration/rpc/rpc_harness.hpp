@@ -34,6 +34,11 @@ struct log_capture {
         }
         return false;
     }
+    std::string text() const {
+        std::string all;
+        for (const auto& l : lines) all += l + "\n";
+        return all;
+    }
 };
 
 /// Options with short intervals, so tests wait milliseconds rather than seconds.
