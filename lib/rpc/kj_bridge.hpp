@@ -199,8 +199,9 @@ asio::awaitable<kj_outcome<kj_value_t<T>>> await_kj(
 kj::Exception to_kj_exception(std::exception_ptr e);
 
 /// Owns to_kj()'s fulfiller. It does not keep the runtime alive (a coroutine that ignores
-/// cancellation must not pin the event loop); when the runtime is gone, the fulfiller is
-/// deliberately leaked, as destroying it would touch the dead loop.
+/// cancellation must not pin the event loop). Once the promise is gone (as it is when the runtime
+/// has been destroyed), destroying the fulfiller only frees it. A promise still waiting without a
+/// runtime would be rejected onto a dead loop: that fulfiller alone is deliberately leaked.
 template <class T>
 class fulfiller_holder {
   public:
@@ -213,7 +214,9 @@ class fulfiller_holder {
     fulfiller_holder& operator=(const fulfiller_holder&) = delete;
     fulfiller_holder& operator=(fulfiller_holder&&) = delete;
     ~fulfiller_holder() {
-        if (fulfiller_ != nullptr && !runtime_.expired()) delete fulfiller_;
+        if (fulfiller_ == nullptr) return;
+        if (runtime_.expired() && (*fulfiller_)->isWaiting()) return;
+        delete fulfiller_;
     }
 
     /// The fulfiller, when the runtime lives and the promise is still wanted.
