@@ -83,7 +83,10 @@ class child_process {
         // A sanitizer's report (a leak found at exit, say) is a failure of the test that ran the
         // child, even though the child exited: it must not vanish with the log.
         const std::string text = log();
-        for (const char* mark : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"}) {
+        for (const char* mark : {"ERROR: AddressSanitizer",
+                                 "ERROR: LeakSanitizer",
+                                 "WARNING: ThreadSanitizer",
+                                 "runtime error:"}) {
             if (text.find(mark) != std::string::npos) {
                 std::fprintf(stderr,
                              "a child process reported a sanitizer error (log kept in %s):\n%s\n",
