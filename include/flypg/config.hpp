@@ -67,6 +67,10 @@ struct database_url {
     /// directory), an optional port 1-65535, an optional database path and a query string of
     /// key=value pairs. Rejected: other schemes, several hosts ("h1,h2"), unbracketed IPv6, a
     /// fragment ('#', write it as %23 in a password), malformed percent escapes, and NUL bytes.
+    /// libpq's keyword/value form ("host=127.0.0.1 port=5433 dbname=app user=app", as
+    /// scripts/pg-cluster prints it) is accepted too: text without "://" that holds a '=' is read by
+    /// libpq's own parser (no connection is made) and held to the same rules; other keywords
+    /// become `options`.
     /// @throws flypg::error with errc::invalid_argument; the message quotes the URL, password masked.
     static database_url parse(std::string_view url);
 

@@ -2,16 +2,19 @@
 #include <arpa/inet.h>
 
 #include <absl/strings/ascii.h>
+#include <libpq-fe.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
 #include <utility>
 
+#include "core/log_text.hpp"
 #include "flypg/config.hpp"
 #include "flypg/error.hpp"
 
@@ -285,9 +288,74 @@ std::string to_text(const database_url& url, bool mask) {
     return text;
 }
 
+// Whether `text` is meant as libpq's keyword/value form ("host=h port=5433 dbname=d") rather than
+// a URL: no scheme, and a keyword's '='.
+bool is_keyword_form(std::string_view text) {
+    return text.find("://") == std::string_view::npos && text.find('=') != std::string_view::npos;
+}
+
+// The text is quoted (password masked) only when it holds no password: a value libpq could not
+// read (an unquoted space, a stray quote) may have cut the password short, and its rest would show.
+[[noreturn]] void keyword_form_error(std::string_view text, const std::string& why) {
+    const std::string shown = text.find("password") == std::string_view::npos
+                                  ? "\"" + redact_database_url(text) + "\""
+                                  : "(not shown: it holds a password)";
+    throw_error(errc::invalid_argument, "invalid database conninfo " + shown + ": " + why);
+}
+
+// The keyword/value form read by libpq's own parser (pure: no connection, no DNS), then held to the
+// URL's rules by printing it as one and parsing that, so both forms accept the same connections.
+database_url parse_keyword_form(std::string_view text) {
+    if (text.find('\0') != std::string_view::npos) keyword_form_error(text, "it contains a NUL byte");
+    char* libpq_error = nullptr;
+    std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> options(
+        PQconninfoParse(std::string(text).c_str(), &libpq_error), &PQconninfoFree);
+    if (!options) {
+        std::string why = libpq_error != nullptr ? libpq_error : "libpq ran out of memory";
+        PQfreemem(libpq_error);
+        // libpq quotes the words it could not read, which may be a piece of a password.
+        if (text.find("password") != std::string_view::npos)
+            why = "libpq cannot read it as keyword=value pairs";
+        while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+        keyword_form_error(text, detail::log_safe(why, 200));
+    }
+    database_url url;
+    for (const PQconninfoOption* o = options.get(); o->keyword != nullptr; ++o) {
+        if (o->val == nullptr) continue;
+        const std::string_view keyword = o->keyword;
+        std::string value = o->val;
+        if (keyword == "host") {
+            url.host = std::move(value);
+        } else if (keyword == "port") {
+            const bool digits =
+                !value.empty() && value.size() <= 5 &&
+                std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; });
+            const int number = digits ? std::stoi(value) : 0;
+            if (number < 1 || number > 65535)
+                keyword_form_error(text,
+                                   "port \"" + detail::log_safe(value, 40) + "\" is not a number 1-65535");
+            url.port = static_cast<std::uint16_t>(number);
+        } else if (keyword == "dbname") {
+            url.database = std::move(value);
+        } else if (keyword == "user") {
+            url.user = std::move(value);
+        } else if (keyword == "password") {
+            url.password = std::move(value);
+        } else {
+            url.options.emplace_back(keyword, std::move(value));
+        }
+    }
+    const std::string as_url = to_text(url, false);
+    url_parser check(as_url);
+    database_url parsed;
+    if (!check.parse(parsed)) keyword_form_error(text, check.why());
+    return parsed;
+}
+
 }  // namespace
 
 database_url database_url::parse(std::string_view url) {
+    if (is_keyword_form(url)) return parse_keyword_form(url);
     database_url parsed;
     url_parser parser(url);
     if (!parser.parse(parsed))

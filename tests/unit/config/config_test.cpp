@@ -105,6 +105,17 @@ TEST(DatabaseConfig, PlainHostModeUsesExplicitUrlsUnchanged) {
     EXPECT_EQ(config.replica.to_string(), "postgres://u:p@[fd00::2]:6543/app");
 }
 
+// scripts/pg-cluster prints the keyword form; it is the same connection as the URL.
+TEST(DatabaseConfig, PlainHostModeTakesLibpqsKeywordForm) {
+    const environment env{{"FLYPG_PRIMARY_URL", "host=127.0.0.1 port=55432 dbname=flypg user=flypg"},
+                          {"FLYPG_REPLICA_URL", "host=127.0.0.1 port=55433 dbname=flypg user=flypg"}};
+    const database_config config = resolve_database_config(env, "ams", "fra");
+    EXPECT_EQ(config.mode, database_mode::plain_hosts);
+    ASSERT_TRUE(config.primary);
+    EXPECT_EQ(config.primary->to_string(), "postgresql://flypg@127.0.0.1:55432/flypg");
+    EXPECT_EQ(config.replica.to_string(), "postgresql://flypg@127.0.0.1:55433/flypg");
+}
+
 TEST(DatabaseConfig, PlainHostReplicaDefaultsToThePrimaryInThePrimaryRegion) {
     const environment env{{"FLYPG_PRIMARY_URL", "postgres://primary.example.com/app"}};
     const database_config config = resolve_database_config(env, "fra", "fra");

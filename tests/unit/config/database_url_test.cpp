@@ -204,7 +204,7 @@ TEST(DatabaseUrl, ConvertsToQuotedConninfo) {
 }
 
 TEST(DatabaseUrl, MalformedUrlsAreInvalidArgumentsNamingTheUrl) {
-    EXPECT_THAT(parse_error("host=db dbname=app"), HasSubstr("not a postgres:// or postgresql:// URL"));
+    EXPECT_THAT(parse_error("db/app"), HasSubstr("not a postgres:// or postgresql:// URL"));
     EXPECT_THAT(parse_error("mysql://h/d"), HasSubstr("scheme"));
     EXPECT_THAT(parse_error("postgres://h:/d"), HasSubstr("empty port"));
     EXPECT_THAT(parse_error("postgres://h:54x/d"), HasSubstr("not a number"));
@@ -225,6 +225,37 @@ TEST(DatabaseUrl, MalformedUrlsAreInvalidArgumentsNamingTheUrl) {
     EXPECT_THAT(parse_error("postgres://h/d?ssl-mode=x"), HasSubstr("connection keyword"));
     EXPECT_THAT(parse_error("postgres://h<x>/d"), HasSubstr("the host contains \"<\""));
     EXPECT_THAT(parse_error("postgres://h:1/d?a=b&c"), HasSubstr("postgres://h:1/d?a=b&c"));
+}
+
+// What scripts/pg-cluster prints, and what libpq users write: the keyword/value form, read by libpq's
+// own parser and held to the URL's rules.
+TEST(DatabaseUrl, AcceptsLibpqsKeywordForm) {
+    const database_url url = database_url::parse(
+        "host=127.0.0.1 port=5433 dbname=flypg user=app password='it\\'s x' sslmode=require");
+    EXPECT_EQ(url.host, "127.0.0.1");
+    EXPECT_EQ(url.port, std::optional<std::uint16_t>(5433));
+    EXPECT_EQ(url.database, "flypg");
+    EXPECT_EQ(url.user, "app");
+    EXPECT_EQ(url.password, std::optional<std::string>("it's x"));
+    ASSERT_EQ(url.options.size(), 1u);
+    EXPECT_EQ(url.options[0], (std::pair<std::string, std::string>("sslmode", "require")));
+    // The same connection as its URL form.
+    EXPECT_EQ(database_url::parse(url.to_string()), url);
+    EXPECT_EQ(database_url::parse("host=/run/postgresql dbname=app").host, "/run/postgresql");
+}
+
+TEST(DatabaseUrl, RefusesKeywordFormsItCannotRepresentNamingWhy) {
+    EXPECT_THAT(parse_error("host=h port=x"), HasSubstr("port \"x\" is not a number 1-65535"));
+    EXPECT_THAT(parse_error("host=h port=70000"), HasSubstr("1-65535"));
+    EXPECT_THAT(parse_error("host=h1,h2 dbname=d"), HasSubstr("several hosts"));
+    EXPECT_THAT(parse_error("host=h nosuchkeyword=1"), HasSubstr("nosuchkeyword"));
+    EXPECT_THAT(parse_error("host=h dbname='unterminated"), HasSubstr("invalid database conninfo"));
+    EXPECT_THAT(parse_error(std::string("host=h\0 dbname=d", 16)), HasSubstr("NUL"));
+    // libpq quotes what it cannot read; next to a password that could be a piece of it.
+    const std::string message = parse_error("host=h password=s3cret tail");
+    EXPECT_THAT(message, Not(HasSubstr("s3cret")));
+    EXPECT_THAT(message, Not(HasSubstr("tail")));
+    EXPECT_THAT(parse_error("host=h password='s3cret"), Not(HasSubstr("s3cret")));
 }
 
 TEST(DatabaseUrl, ErrorMessagesNeverShowThePassword) {
