@@ -37,21 +37,38 @@ std::vector<pg::statement> transaction_batch(std::vector<pg::statement> statemen
 
 }  // namespace
 
+bool leaves_commit_unknown(const std::error_code& code) noexcept {
+    return code == condition::connection_error || code == errc::timeout || code == errc::cancelled ||
+           code == sqlstate("57P01") || code == sqlstate("57P02") || code == sqlstate("57P05");
+}
+
+void throw_commit_unknown(const flypg::error& e) {
+    diagnostics diag = e.diag();
+    diag.library_message = "the commit's outcome is unknown (it may have committed)" +
+                           (diag.library_message.empty() ? std::string() : ": " + diag.library_message);
+    throw flypg::error(errc::outcome_unknown, std::move(diag));
+}
+
 asio::awaitable<committed_write> commit_with_lsn(pg::connection& primary,
                                                  std::vector<pg::statement> statements) {
     const std::size_t count = statements.size();
     std::vector<pg::statement> batch = transaction_batch(std::move(statements));
-    std::vector<pg::result> results = co_await primary.pipeline(std::move(batch));
-    if (results.size() != count + 2) {
-        throw_error(errc::protocol_error,
-                    "commit_with_lsn: " + std::to_string(results.size()) + " results for " +
-                        std::to_string(count + 2) + " statements");
+    std::vector<pg::result> results;
+    try {
+        results = co_await primary.pipeline(std::move(batch));
+        if (results.size() != count + 2) {
+            throw_error(errc::protocol_error,
+                        "commit_with_lsn: " + std::to_string(results.size()) + " results for " +
+                            std::to_string(count + 2) + " statements");
+        }
+        // The first failure is the cause; the statements after it in the segment were skipped
+        // (errc::pipeline_aborted) and the transaction rolled back.
+        for (std::size_t i = 0; i < results.size(); ++i) results[i].throw_if_error();
+    } catch (const flypg::error& e) {
+        if (leaves_commit_unknown(e.code())) throw_commit_unknown(e);
+        throw;
     }
-    // The first failure is the cause; the statements after it in the segment were skipped
-    // (errc::pipeline_aborted) and the transaction rolled back.
-    for (std::size_t i = 0; i + 1 < results.size(); ++i) results[i].throw_if_error();
     const pg::result& read = results.back();
-    read.throw_if_error();
     if (read.size() != 1) throw_error(errc::protocol_error, "commit_with_lsn: the LSN query returned no row");
 
     committed_write done;

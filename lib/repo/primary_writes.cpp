@@ -38,10 +38,16 @@ std::vector<pg::statement> claimed_batch(std::vector<rpc::statement> statements,
     return batch;
 }
 
-// The commit LSN from the answers of commit_batch() starting at `at`.
+// The commit LSN from the answers of commit_batch() starting at `at`. An answer that leaves the
+// commit open (the server ended the session: it may have committed first) is outcome_unknown.
 lsn read_commit_lsn(const std::vector<pg::result>& results, std::size_t at) {
-    results[at].throw_if_error();
-    results[at + 1].throw_if_error();
+    try {
+        results[at].throw_if_error();
+        results[at + 1].throw_if_error();
+    } catch (const flypg::error& e) {
+        if (replication::leaves_commit_unknown(e.code())) replication::throw_commit_unknown(e);
+        throw;
+    }
     if (results[at + 1].size() != 1 || results[at + 1][0].is_null(0))
         throw_error(errc::protocol_error, "pg_current_wal_flush_lsn() returned no value on the primary");
     return lsn::parse(results[at + 1][0].text(0));
@@ -72,7 +78,13 @@ class primary_session final : public rpc::transaction_session {
         batch[0].sql = std::string(claim_request_sql);
         batch[0].params.emplace_back(std::move(request_id));
         for (pg::statement& s : commit_batch()) batch.push_back(std::move(s));
-        std::vector<pg::result> results = co_await conn_->pipeline(std::move(batch));
+        std::vector<pg::result> results;
+        try {
+            results = co_await conn_->pipeline(std::move(batch));
+        } catch (const flypg::error& e) {
+            if (replication::leaves_commit_unknown(e.code())) replication::throw_commit_unknown(e);
+            throw;
+        }
         if (results[0].error()) {
             co_await conn_->query("ROLLBACK");
             if (results[0].error() != sqlstate("23505")) results[0].throw_if_error();
@@ -139,7 +151,13 @@ asio::awaitable<void> begin_synchronous(pg::connection& conn) {
 }
 
 asio::awaitable<lsn> commit_and_read_lsn(pg::connection& conn) {
-    const std::vector<pg::result> results = co_await conn.pipeline(commit_batch());
+    std::vector<pg::result> results;
+    try {
+        results = co_await conn.pipeline(commit_batch());
+    } catch (const flypg::error& e) {
+        if (replication::leaves_commit_unknown(e.code())) replication::throw_commit_unknown(e);
+        throw;
+    }
     co_return read_commit_lsn(results, 0);
 }
 
@@ -318,15 +336,14 @@ asio::awaitable<std::uint64_t> primary_writes::commit_claimed(pg::connection& co
     std::vector<pg::result> done;
     try {
         done = co_await conn.pipeline(std::move(finish));
+        done[0].throw_if_error();
     } catch (const flypg::error& e) {
-        // The server refused the commit (an SQL error: it rolled back), or the connection failed
-        // with COMMIT sent, and then nobody here knows: the caller may send the request again
-        // under its id, which finds the answer if the commit happened.
-        if (e.code().category() == sqlstate_category()) throw;
-        throw_error(errc::outcome_unknown,
-                    std::string("the connection to the primary failed after COMMIT was sent: ") + e.what());
+        // The server refused the commit (an SQL error: it rolled back), or the session ended with
+        // COMMIT sent, and then nobody here knows: the caller may send the request again under
+        // its id, which finds the answer if the commit happened.
+        if (replication::leaves_commit_unknown(e.code())) replication::throw_commit_unknown(e);
+        throw;
     }
-    done[0].throw_if_error();
     const lsn committed = read_commit_lsn(done, 1);
     if (after_commit != nullptr && *after_commit) (*after_commit)();
     co_return committed.value();

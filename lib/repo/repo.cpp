@@ -520,20 +520,25 @@ asio::awaitable<void> repo_impl::retry_at_most_once(
             code = e.code();
             what = e.what();
             if (code == errc::outcome_unknown) lost_answer = what;
-            // Without an id, the first answer is final, as it always was.
+            // Without an id, the first answer is final, as it always was. With one, any attempt
+            // that may not have run (a lost answer, a connection or server that failed or was
+            // restarting) is sent again: a repeat runs at most once.
             const bool may_try_again =
                 !request_id.empty() && (code == errc::outcome_unknown || code == errc::no_node_in_region ||
-                                        code == errc::transport_error);
+                                        code == errc::transport_error || code == condition::retry_call);
             if (!may_try_again || std::chrono::steady_clock::now() + pause >= deadline) {
                 if (attempt_number == 1) throw;
                 const std::string attempts = " (after " + std::to_string(attempt_number) +
                                              " attempts with request id " + request_id + ")";
-                const bool not_sent = code == errc::no_node_in_region || code == errc::transport_error ||
-                                      code == errc::overloaded;
-                if (!lost_answer.empty() && not_sent)
+                // Only an SQL error of the statements themselves shows that the request ran under
+                // its id (and so that the earlier attempt did not commit); any other failure of the
+                // last attempt leaves the earlier one's outcome open.
+                const bool last_ran = code.category() == sqlstate_category() &&
+                                      !replication::leaves_commit_unknown(code) && code != sqlstate("57P03");
+                if (!lost_answer.empty() && !last_ran)
                     throw_error(errc::outcome_unknown,
                                 "the answer to an earlier attempt was lost (" + lost_answer +
-                                    ") and the last attempt could not be sent (" + what + ")" + attempts);
+                                    ") and the last attempt did not settle it (" + what + ")" + attempts);
                 throw_error(code, what + attempts);
             }
         }

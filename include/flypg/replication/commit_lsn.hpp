@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "flypg/error.hpp"
 #include "flypg/lsn.hpp"
 #include "flypg/pg/connection.hpp"
 #include "flypg/pg/result.hpp"
@@ -39,6 +40,16 @@ inline constexpr std::string_view keep_commit_synchronous_sql =
     "SELECT set_config('synchronous_commit', 'local', true) WHERE current_setting('synchronous_commit') = "
     "'off'";
 
+/// Whether an error met during a commit's round trip leaves its outcome open: the session ended or
+/// the client stopped waiting (a connection failure, SQLSTATE class 08, a timeout or cancellation),
+/// or the server ended the backend (57P01 admin shutdown, 57P02 crash shutdown, 57P05 idle session
+/// timeout). A backend told to end while it commits finishes the commit and then reports the end in
+/// the commit's own answer, so such an error does not mean "rolled back".
+bool leaves_commit_unknown(const std::error_code& code) noexcept;
+
+/// `e` as errc::outcome_unknown, its diagnostics kept and its message saying why.
+[[noreturn]] void throw_commit_unknown(const flypg::error& e);
+
 /// What commit_with_lsn() returns.
 struct committed_write {
     std::vector<pg::result> results;  ///< One per statement given, in order.
@@ -53,9 +64,10 @@ struct committed_write {
 /// transaction control of their own (BEGIN, COMMIT, ...).
 ///
 /// Throws flypg::error: the error of the first failed statement (the transaction then rolled back,
-/// nothing was written, and the session is ready for more), or a connection failure, timeout or
-/// cancellation from the client. After a connection failure or a cancellation during the round
-/// trip the transaction may or may not have committed: treat such failures as "may have run".
+/// nothing was written, and the session is ready for more), or errc::outcome_unknown when the
+/// round trip ended in a way that leaves the commit's outcome open (leaves_commit_unknown(): a
+/// connection failure, a timeout or cancellation, the server ending the session); the message
+/// names the cause.
 asio::awaitable<committed_write> commit_with_lsn(pg::connection& primary,
                                                  std::vector<pg::statement> statements);
 

@@ -103,6 +103,38 @@ TEST_F(CommitLsnPg, FailedStatementRollsBackAndThrowsItsSqlstate) {
     }(table_));
 }
 
+// The session ends during the commit's round trip (here the server terminated the backend just
+// before; in the fault suite a primary restart did it while COMMIT ran, after the commit record was
+// written): a backend told to end finishes a commit it is in, so the answer "terminating
+// connection" (57P01) does not mean rolled back. The write must not be reported as failed.
+TEST_F(CommitLsnPg, ASessionEndedDuringTheCommitIsOutcomeUnknownNotAFailure) {
+    test::run(io_, [](std::string table) -> asio::awaitable<void> {
+        connection primary = co_await test::connect_to(test::primary_conninfo());
+        connection other = co_await test::connect_to(test::primary_conninfo());
+        flypg::pg::result pid = co_await primary.query("SELECT pg_backend_pid()");
+        flypg::pg::params whom{pid[0].get<std::int32_t>(0)};
+        co_await other.query("SELECT pg_terminate_backend($1, 5000)", std::move(whom));
+        std::vector<flypg::pg::statement> writes(1);
+        writes[0].sql = "INSERT INTO " + table + " (id) VALUES (1)";
+        std::error_code code;
+        std::string message;
+        try {
+            co_await commit_with_lsn(primary, std::move(writes));
+        } catch (const flypg::error& e) {
+            code = e.code();
+            message = e.what();
+        }
+        EXPECT_EQ(code, flypg::errc::outcome_unknown) << message;
+        EXPECT_NE(message.find("may have committed"), std::string::npos) << message;
+    }(table_));
+    EXPECT_TRUE(flypg::replication::leaves_commit_unknown(flypg::sqlstate("57P01")));
+    EXPECT_TRUE(flypg::replication::leaves_commit_unknown(flypg::sqlstate("08006")));
+    EXPECT_TRUE(flypg::replication::leaves_commit_unknown(flypg::errc::connection_lost));
+    EXPECT_FALSE(flypg::replication::leaves_commit_unknown(flypg::sqlstate("23505")));
+    EXPECT_FALSE(flypg::replication::leaves_commit_unknown(flypg::sqlstate("40001")));
+    EXPECT_FALSE(flypg::replication::leaves_commit_unknown(flypg::errc::invalid_argument));
+}
+
 // fly-semantics.md: when a commit record ends exactly on an 8 KiB WAL page boundary, the insert
 // position points past the next page's header, which an idle replica does not replay; the flush
 // position read after the commit does not. Pads a transaction with a logical message so that its
