@@ -222,6 +222,10 @@ class url_parser {
         if (!decode(name, "host", url.host)) return false;
         if (url.host.find(',') != std::string::npos)
             return fail("several hosts (" + quote(name) + ") are not supported");
+        // An encoded ':' ("%3a") would print back as a bracketed IPv6 address it is not.
+        if (url.host.find(':') != std::string::npos)
+            return fail("the host " + quote(name) +
+                        " holds a ':'; an IPv6 address must be written in brackets");
         return colon == std::string_view::npos || parse_port(raw.substr(colon + 1), url);
     }
 

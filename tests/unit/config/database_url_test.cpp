@@ -216,6 +216,8 @@ TEST(DatabaseUrl, MalformedUrlsAreInvalidArgumentsNamingTheUrl) {
     EXPECT_THAT(parse_error("postgres://[db]/d"), HasSubstr("not an IPv6 address"));
     EXPECT_THAT(parse_error("postgres://[::1]x/d"), HasSubstr("after the IPv6 address"));
     EXPECT_THAT(parse_error("postgres://h1,h2/d"), HasSubstr("several hosts"));
+    // Found by database_url_fuzz: it printed back as "[my-db:]", which is no IPv6 address.
+    EXPECT_THAT(parse_error("postgres://my-db%3a:5342/app"), HasSubstr("must be written in brackets"));
     EXPECT_THAT(parse_error("postgres://h/d#x"), HasSubstr("'#'"));
     EXPECT_THAT(parse_error("postgres://h/d b"), HasSubstr("space"));
     EXPECT_THAT(parse_error("postgres://u:p%zz@h/d"), HasSubstr("percent escape"));
