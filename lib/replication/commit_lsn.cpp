@@ -42,7 +42,8 @@ bool leaves_commit_unknown(const std::error_code& code) noexcept {
            code == sqlstate("57P01") || code == sqlstate("57P02") || code == sqlstate("57P05");
 }
 
-void throw_commit_unknown(const flypg::error& e) {
+void throw_if_commit_unknown(const flypg::error& e) {
+    if (!leaves_commit_unknown(e.code())) return;
     diagnostics diag = e.diag();
     diag.library_message = "the commit's outcome is unknown (it may have committed)" +
                            (diag.library_message.empty() ? std::string() : ": " + diag.library_message);
@@ -65,7 +66,7 @@ asio::awaitable<committed_write> commit_with_lsn(pg::connection& primary,
         // (errc::pipeline_aborted) and the transaction rolled back.
         for (std::size_t i = 0; i < results.size(); ++i) results[i].throw_if_error();
     } catch (const flypg::error& e) {
-        if (leaves_commit_unknown(e.code())) throw_commit_unknown(e);
+        throw_if_commit_unknown(e);
         throw;
     }
     const pg::result& read = results.back();

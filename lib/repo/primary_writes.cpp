@@ -45,7 +45,7 @@ lsn read_commit_lsn(const std::vector<pg::result>& results, std::size_t at) {
         results[at].throw_if_error();
         results[at + 1].throw_if_error();
     } catch (const flypg::error& e) {
-        if (replication::leaves_commit_unknown(e.code())) replication::throw_commit_unknown(e);
+        replication::throw_if_commit_unknown(e);
         throw;
     }
     if (results[at + 1].size() != 1 || results[at + 1][0].is_null(0))
@@ -82,7 +82,7 @@ class primary_session final : public rpc::transaction_session {
         try {
             results = co_await conn_->pipeline(std::move(batch));
         } catch (const flypg::error& e) {
-            if (replication::leaves_commit_unknown(e.code())) replication::throw_commit_unknown(e);
+            replication::throw_if_commit_unknown(e);
             throw;
         }
         if (results[0].error()) {
@@ -155,7 +155,7 @@ asio::awaitable<lsn> commit_and_read_lsn(pg::connection& conn) {
     try {
         results = co_await conn.pipeline(commit_batch());
     } catch (const flypg::error& e) {
-        if (replication::leaves_commit_unknown(e.code())) replication::throw_commit_unknown(e);
+        replication::throw_if_commit_unknown(e);
         throw;
     }
     co_return read_commit_lsn(results, 0);
@@ -341,7 +341,7 @@ asio::awaitable<std::uint64_t> primary_writes::commit_claimed(pg::connection& co
         // The server refused the commit (an SQL error: it rolled back), or the session ended with
         // COMMIT sent, and then nobody here knows: the caller may send the request again under
         // its id, which finds the answer if the commit happened.
-        if (replication::leaves_commit_unknown(e.code())) replication::throw_commit_unknown(e);
+        replication::throw_if_commit_unknown(e);
         throw;
     }
     const lsn committed = read_commit_lsn(done, 1);

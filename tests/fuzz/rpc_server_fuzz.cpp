@@ -181,9 +181,10 @@ asio::awaitable<void> relay_one(world& w, tcp::acceptor& relay, std::string** in
     co_await (std::move(up) && std::move(down));
 }
 
-asio::awaitable<void> one_request(wire_session& session, const std::string& kind) {
+asio::awaitable<void> one_request(world& w, wire_session& session, const std::string& kind) {
+    detail::kj_runtime& rt = *w.client->runtime;
     if (kind == "ping") {
-        co_await detail::await_kj(*the_world().client->runtime, session.pingRequest().send().ignoreResult());
+        co_await detail::await_kj(rt, session.pingRequest().send().ignoreResult());
     } else if (kind == "call") {
         auto request = session.callRequest();
         request.setProcedure("echo");
@@ -192,7 +193,7 @@ asio::awaitable<void> one_request(wire_session& session, const std::string& kind
         args[1].setInt64(-7);
         args[2].setNull();
         args[3].setFloat64(2.5);
-        co_await detail::await_kj(*the_world().client->runtime, request.send().ignoreResult());
+        co_await detail::await_kj(rt, request.send().ignoreResult());
     } else if (kind == "write") {
         auto request = session.writeRequest();
         auto statement = request.initStatements(1)[0];
@@ -202,17 +203,17 @@ asio::awaitable<void> one_request(wire_session& session, const std::string& kind
         params[1].setText("b");
         request.setDatabase("main");
         request.setRequestId("fuzz-request-1");
-        co_await detail::await_kj(*the_world().client->runtime, request.send().ignoreResult());
+        co_await detail::await_kj(rt, request.send().ignoreResult());
     } else {
         auto begin = session.beginRequest();
         begin.setDatabase("main");
         auto transaction = begin.send().getTransaction();
         auto execute = transaction.executeRequest();
         execute.initStatement().setSql("UPDATE t SET a = a + 1");
-        co_await detail::await_kj(*the_world().client->runtime, execute.send().ignoreResult());
+        co_await detail::await_kj(rt, execute.send().ignoreResult());
         auto commit = transaction.commitRequest();
         commit.setRequestId("fuzz-request-2");
-        co_await detail::await_kj(*the_world().client->runtime, commit.send().ignoreResult());
+        co_await detail::await_kj(rt, commit.send().ignoreResult());
     }
 }
 
@@ -240,7 +241,7 @@ asio::awaitable<void> record(world& w, std::string dir) {
             detail::handshake_failure::none)
             broken("the handshake failed while recording seeds");
         into = &session;
-        co_await one_request(conn->session(), kind);
+        co_await one_request(w, conn->session(), kind);
         conn->close();
         if (kind == "ping") write_seed(dir, "handshake", '\0', handshake);
         write_seed(dir, "session_" + kind, '\1', session);

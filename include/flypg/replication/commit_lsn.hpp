@@ -47,8 +47,9 @@ inline constexpr std::string_view keep_commit_synchronous_sql =
 /// the commit's own answer, so such an error does not mean "rolled back".
 bool leaves_commit_unknown(const std::error_code& code) noexcept;
 
-/// `e` as errc::outcome_unknown, its diagnostics kept and its message saying why.
-[[noreturn]] void throw_commit_unknown(const flypg::error& e);
+/// When leaves_commit_unknown(e.code()): throws `e` as errc::outcome_unknown, its diagnostics kept
+/// and its message saying why. Otherwise returns (the caller rethrows `e`).
+void throw_if_commit_unknown(const flypg::error& e);
 
 /// What commit_with_lsn() returns.
 struct committed_write {
