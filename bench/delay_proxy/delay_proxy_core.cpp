@@ -159,7 +159,7 @@ asio::awaitable<void> read_side(std::shared_ptr<connection_state> state,
 asio::awaitable<void> write_side(std::shared_ptr<connection_state> state,
                                  tcp::socket& to,
                                  chunk_queue& queue,
-                                 const proxy_fault& fault,
+                                 proxy_fault& fault,
                                  std::uint64_t& bytes_written) {
     asio::steady_timer timer(to.get_executor());
     for (;;) {
@@ -175,6 +175,11 @@ asio::awaitable<void> write_side(std::shared_ptr<connection_state> state,
             co_await timer.async_wait(no_throw);
         }
         if (fault == proxy_fault::drop) continue;
+        if (fault == proxy_fault::corrupt && c->kind == chunk_kind::data &&
+            c->bytes.size() >= corrupt_min_chunk_bytes) {
+            c->bytes[c->bytes.size() / 2] ^= 0x01;
+            fault = proxy_fault::none;
+        }
         if (c->kind == chunk_kind::end_of_stream) {
             asio::error_code ignored;
             to.shutdown(tcp::socket::shutdown_send, ignored);

@@ -47,7 +47,13 @@ enum class proxy_fault {
     stall,  ///< Hold the bytes (they queue, then back pressure stops the reader); sent on heal.
     drop,   ///< A black hole: bytes are read and thrown away, as a partition that loses packets.
     reset,  ///< Reset every open connection (RST both sides) and every new one while set.
+    /// Flip the low bit of the middle byte of the next chunk of at least corrupt_min_chunk_bytes,
+    /// once (then the fault heals itself): a tampered byte on the path. Smaller chunks (heartbeats,
+    /// acknowledgements) pass untouched, so a test can aim at one large message.
+    corrupt,
 };
+
+inline constexpr std::size_t corrupt_min_chunk_bytes = 1024;
 
 /// Which way a fault applies.
 enum class proxy_direction { both, to_target, to_client };

@@ -8,9 +8,12 @@
 //        raw Asio TCP ping-pong of a message of about the size of a call (the physical floor),
 //        bare Cap'n Proto ping on KJ's own event loop (kj::setupAsyncIo + TwoPartyClient/Server,
 //        bench_ping.capnp: what Cap'n Proto costs without flypg),
-//        flypg call_primary("echo", [int64]) (target: p50 <= 60 us);
-//      with the ratios of flypg to both baselines;
-//   2. calls per second with K calls in flight (default 64), and raw Asio round trips per second
+//        flypg call_primary("echo", [int64]) on a clear link (target: p50 <= 60 us),
+//        the same over TLS 1.3 keyed by the cluster secret;
+//      with the ratios of flypg to both baselines and of TLS to clear;
+//   1b. a 256 KiB echo, clear and TLS: the cost of TLS per byte;
+//   2. calls per second with K calls in flight (default 64), clear and TLS, and raw Asio round trips per
+//   second
 //      with K ping-pongs in flight (one connection each);
 //   3. lateness of an unrelated 1 ms Asio timer on the caller's io_context, idle and during both
 //      loads of (2), and the ratio flypg / raw:
@@ -50,8 +53,9 @@ using values = std::vector<value>;
 
 const std::string secret = "benchmark-cluster-secret-0123456789";
 
-node_options base_options(std::string region) {
+node_options base_options(std::string region, link_security link = link_security::clear) {
     node_options o;
+    o.link = link;
     o.listen_address = "127.0.0.1";
     o.listen_port = 0;
     o.cluster_secret = secret;
@@ -67,9 +71,9 @@ node_options base_options(std::string region) {
     return o;
 }
 
-int serve() {
+int serve(link_security link) {
     asio::io_context io;
-    auto options = base_options("iad");
+    auto options = base_options("iad", link);
     options.procedures.add("echo", [](values args) -> asio::awaitable<values> { co_return args; });
     auto n = node::create(io, std::move(options));
     flypg::test::serve_until_stdin_closes(io, n);
@@ -400,56 +404,78 @@ void print_ratio(const char* name, const percentiles& flypg, const percentiles& 
         "  %-44s p50 %5.2f x, p99 %5.2f x\n", name, flypg.p50 / baseline.p50, flypg.p99 / baseline.p99);
 }
 
+// A node of the calling process, running until the object goes (its run() has returned then).
+class running_node {
+  public:
+    running_node(asio::io_context& io, node_options options)
+        : io_(io), node_(node::create(io, std::move(options))) {
+        asio::co_spawn(
+            io, node_.run(), asio::bind_cancellation_slot(stop_.slot(), [this](std::exception_ptr) {
+                finished_ = true;
+            }));
+    }
+    ~running_node() {
+        stop_.emit(asio::cancellation_type::terminal);
+        while (!finished_) io_.run_one();
+    }
+    running_node(const running_node&) = delete;
+    running_node& operator=(const running_node&) = delete;
+    node& get() { return node_; }
+
+  private:
+    asio::io_context& io_;
+    node node_;
+    asio::cancellation_signal stop_;
+    bool finished_ = false;
+};
+
 int run_two_processes(int calls, int rounds, double seconds, int in_flight) {
     // This program again, as each kind of server; each exits when its stdin closes.
     flypg::test::child_process flypg_server("/proc/self/exe", {"serve"});
+    flypg::test::child_process tls_server("/proc/self/exe", {"serve-tls"});
     flypg::test::child_process raw_server("/proc/self/exe", {"serve-raw"});
     flypg::test::child_process capnp_server("/proc/self/exe", {"serve-capnp"});
 
+    // Two calling nodes, each knowing only its own server: a clear link (Fly's private network)
+    // and TLS keyed by the cluster secret (the default elsewhere).
     asio::io_context io;
-    auto options = base_options("ord");
-    options.peers = std::vector<std::string>{flypg_server.address()};
-    auto local = node::create(io, std::move(options));
-    asio::cancellation_signal stop_node;
-    bool node_finished = false;
-    asio::co_spawn(io, local.run(), asio::bind_cancellation_slot(stop_node.slot(), [&](std::exception_ptr) {
-                       node_finished = true;
-                   }));
-    struct node_stopper {
-        asio::io_context& io;
-        asio::cancellation_signal& stop;
-        bool& finished;
-        ~node_stopper() {
-            stop.emit(asio::cancellation_type::terminal);
-            while (!finished) io.run_one();
-        }
-    } stopper{io, stop_node, node_finished};
+    auto clear_options = base_options("ord");
+    clear_options.peers = std::vector<std::string>{flypg_server.address()};
+    running_node clear_node(io, std::move(clear_options));
+    auto tls_options = base_options("ord", link_security::pre_shared_key);
+    tls_options.peers = std::vector<std::string>{tls_server.address()};
+    running_node tls_node(io, std::move(tls_options));
+    node& local = clear_node.get();
 
     run_to_completion(io, [&]() -> asio::awaitable<bool> {
         co_await local.wait_for_region("iad", std::chrono::seconds(10));
+        co_await tls_node.get().wait_for_region("iad", std::chrono::seconds(10));
         co_return true;
     }());
 
-    // 1. Round trip, one call at a time, the three kinds in interleaved rounds (each round of each
+    // 1. Round trip, one call at a time, the kinds in interleaved rounds (each round of each
     // kind sees about the same machine).
     asio::ip::tcp::socket raw(io);
     raw.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), raw_server.port()));
     raw.set_option(asio::ip::tcp::no_delay(true));
     capnp_client bare(capnp_server.port());
-    std::vector<double> raw_us, capnp_us, flypg_us, warm_up;
+    std::vector<double> raw_us, capnp_us, flypg_us, tls_us, warm_up;
     raw_us.reserve(static_cast<std::size_t>(calls));
     capnp_us.reserve(static_cast<std::size_t>(calls));
     flypg_us.reserve(static_cast<std::size_t>(calls));
+    tls_us.reserve(static_cast<std::size_t>(calls));
     const values args{value(std::int64_t{42})};
-    auto flypg_calls = [&](int n, std::vector<double>& out) -> asio::awaitable<bool> {
-        for (int i = 0; i < n; ++i) {
+    auto flypg_calls =
+        [&](node& n, int count, const values& a, std::vector<double>& out) -> asio::awaitable<bool> {
+        for (int i = 0; i < count; ++i) {
             const auto start = clock_type::now();
-            co_await local.call_primary("echo", args);
+            co_await n.call_primary("echo", a);
             out.push_back(micros_since(start));
         }
         co_return true;
     };
-    run_to_completion(io, flypg_calls(1000, warm_up));
+    run_to_completion(io, flypg_calls(local, 1000, args, warm_up));
+    run_to_completion(io, flypg_calls(tls_node.get(), 1000, args, warm_up));
     run_to_completion(io, [&]() -> asio::awaitable<bool> {
         co_await raw_pings(raw, 1000, warm_up);
         co_return true;
@@ -461,20 +487,40 @@ int run_two_processes(int calls, int rounds, double seconds, int in_flight) {
             co_return true;
         }());
         bare.measure(n, capnp_us);
-        run_to_completion(io, flypg_calls(n, flypg_us));
+        run_to_completion(io, flypg_calls(local, n, args, flypg_us));
+        run_to_completion(io, flypg_calls(tls_node.get(), n, args, tls_us));
     }
     const auto raw_rtt = summarize(raw_us);
     const auto capnp_rtt = summarize(capnp_us);
     const auto flypg_rtt = summarize(flypg_us);
+    const auto tls_rtt = summarize(tls_us);
     std::printf("call round trip, 2 processes, loopback, 1 in flight, %zu calls of each kind in %d rounds:\n",
                 flypg_us.size(),
                 rounds);
     print_round_trip("raw Asio TCP ping-pong (160 B each way)", raw_rtt);
     print_round_trip("bare Cap'n Proto ping (KJ's own loop)", capnp_rtt);
-    print_round_trip("flypg call_primary(\"echo\", [int64])", flypg_rtt);
+    print_round_trip("flypg call_primary(\"echo\", [int64]), clear", flypg_rtt);
+    print_round_trip("the same over TLS 1.3 (PSK)", tls_rtt);
     print_ratio("flypg / raw Asio TCP", flypg_rtt, raw_rtt);
     print_ratio("flypg / bare Cap'n Proto", flypg_rtt, capnp_rtt);
+    print_ratio("flypg TLS / flypg clear", tls_rtt, flypg_rtt);
     raw.close();
+
+    // 1b. What TLS costs per byte: a 256 KiB argument echoed back (512 KiB sealed and opened on
+    // each side per call), clear and TLS interleaved.
+    const values big{value(std::string(256 * 1024, 'x'))};
+    std::vector<double> big_clear_us, big_tls_us;
+    const int big_calls = std::max(rounds, calls / 40);
+    for (int r = 0; r < rounds; ++r) {
+        run_to_completion(io, flypg_calls(local, big_calls / rounds, big, big_clear_us));
+        run_to_completion(io, flypg_calls(tls_node.get(), big_calls / rounds, big, big_tls_us));
+    }
+    const auto big_clear = summarize(big_clear_us);
+    const auto big_tls = summarize(big_tls_us);
+    std::printf("256 KiB echo round trip, %zu calls of each kind:\n", big_clear_us.size());
+    print_round_trip("flypg, clear", big_clear);
+    print_round_trip("flypg, TLS 1.3 (PSK)", big_tls);
+    print_ratio("TLS / clear", big_tls, big_clear);
 
     // 3a. Timer lateness with no load.
     std::vector<double> idle_late;
@@ -498,11 +544,15 @@ int run_two_processes(int calls, int rounds, double seconds, int in_flight) {
     }
     // Interleaved rounds, as for the round trips: both loads see about the same machine.
     load_result flypg_load;
+    load_result tls_load;
     load_result raw_load;
     const double round_seconds = seconds / rounds;
     for (int r = 0; r < rounds; ++r) {
         flypg_load.add(run_load(io, round_seconds, in_flight, [&](const bool& stop, long& completed) {
             return flypg_caller(local, args, stop, completed);
+        }));
+        tls_load.add(run_load(io, round_seconds, in_flight, [&](const bool& stop, long& completed) {
+            return flypg_caller(tls_node.get(), args, stop, completed);
         }));
         std::size_t next_connection = 0;
         raw_load.add(run_load(io, round_seconds, in_flight, [&](const bool& stop, long& completed) {
@@ -512,11 +562,14 @@ int run_two_processes(int calls, int rounds, double seconds, int in_flight) {
     raw_connections.clear();
 
     std::printf(
-        "throughput, %d in flight: flypg %.0f calls/s (%ld in %.2f s); raw Asio TCP %.0f round trips/s\n",
+        "throughput, %d in flight: flypg %.0f calls/s (%ld in %.2f s), over TLS %.0f calls/s (%.2f x); "
+        "raw Asio TCP %.0f round trips/s\n",
         in_flight,
         flypg_load.per_second(),
         flypg_load.completed,
         flypg_load.elapsed,
+        tls_load.per_second(),
+        tls_load.per_second() / flypg_load.per_second(),
         raw_load.per_second());
     const auto idle = summarize(idle_late);
     const auto raw_loaded = summarize(raw_load.late_us);
@@ -534,7 +587,8 @@ int run_two_processes(int calls, int rounds, double seconds, int in_flight) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc > 1 && std::string(argv[1]) == "serve") return serve();
+    if (argc > 1 && std::string(argv[1]) == "serve") return serve(link_security::clear);
+    if (argc > 1 && std::string(argv[1]) == "serve-tls") return serve(link_security::pre_shared_key);
     if (argc > 1 && std::string(argv[1]) == "serve-raw") return serve_raw();
     if (argc > 1 && std::string(argv[1]) == "serve-capnp") return serve_capnp();
     int calls = 20000;

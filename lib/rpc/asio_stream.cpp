@@ -33,13 +33,22 @@ kj::Exception disconnected(const std::error_code& ec, const char* what) {
 
 // ---- reads through the shared buffer ------------------------------------------------------------
 
-// A KJ read waiting for the buffer. At most one exists (KJ reads one at a time); the buffer read
-// in flight serves whichever one is current when it completes.
+kj::Exception read_failure(const shared_state& s) {
+    if (s.tls && s.tls->failed()) {
+        return kj::Exception(kj::Exception::Type::DISCONNECTED,
+                             __FILE__,
+                             __LINE__,
+                             kj::str("TLS: ", s.tls->failure().c_str()));
+    }
+    return disconnected(s.read_error, "read from peer");
+}
 
-// The buffer read is not cancelled when KJ drops the read waiting for it: its bytes belong to the
-// stream and stay buffered for the next read. Closing the socket ends it.
-void start_buffer_read(std::shared_ptr<shared_state> s);
+// A KJ read waiting for the buffer. At most one exists (KJ reads one at a time); the socket read
+// in flight serves whichever one is current when it completes. It is not cancelled when KJ drops
+// the read waiting for it: its bytes belong to the stream and stay buffered for the next read.
+// Closing the socket ends it.
 
+// Gives buffered bytes to the waiting KJ read, and ends it once it has enough or the stream ended.
 void serve_waiter(const std::shared_ptr<shared_state>& s) {
     auto op = s->waiter;
     if (!op || op->fulfiller == nullptr) {
@@ -47,42 +56,60 @@ void serve_waiter(const std::shared_ptr<shared_state>& s) {
         return;
     }
     op->have += s->take(op->out + op->have, op->max - op->have);
-    if (op->have >= op->min) {
-        auto* f = std::exchange(op->fulfiller, nullptr);
-        s->waiter.reset();
-        f->fulfill(std::move(op->have));
-    } else if (s->read_error) {
-        auto* f = std::exchange(op->fulfiller, nullptr);
-        s->waiter.reset();
-        if (s->read_error == asio::error::eof) {
-            f->fulfill(std::move(op->have));  // a short read means end of stream
-        } else {
-            f->reject(disconnected(s->read_error, "read from peer"));
-        }
+    if (op->have < op->min && !s->read_error) return;
+    auto* f = std::exchange(op->fulfiller, nullptr);
+    s->waiter.reset();
+    if (op->have >= op->min || s->read_error == asio::error::eof) {
+        f->fulfill(std::move(op->have));  // a short read means end of stream
     } else {
-        start_buffer_read(s);
+        f->reject(read_failure(*s));
     }
 }
 
-void start_buffer_read(std::shared_ptr<shared_state> s) {
-    if (s->begin == s->end) s->begin = s->end = 0;
+void start_socket_read(std::shared_ptr<shared_state> s);
+
+// Brings bytes for whoever needs them: the KJ read waiting, or a TLS handshake not yet done (it
+// must read before Cap'n Proto asks for anything). Decrypted bytes already received come first.
+void pump_reads(std::shared_ptr<shared_state> s) {
+    for (;;) {
+        serve_waiter(s);
+        const bool handshaking = s->tls && !s->tls->established() && !s->read_error;
+        if (!s->waiter && !handshaking) return;
+        if (s->tls && s->decrypt_some()) continue;
+        if (!s->reading && !s->read_error) start_socket_read(std::move(s));
+        return;
+    }
+}
+
+void make_room(shared_state& s) {
+    if (s.begin == s.end) s.begin = s.end = 0;
     // Once the guard is lifted (the peer authenticated), the buffer grows to its full size; no
     // read is in flight now, so nothing points into it.
-    if (s->buffer.size() < shared_state::buffer_bytes && (!s->guard || s->guard->lifted()))
-        s->buffer.resize(shared_state::buffer_bytes);
+    if (s.buffer.size() < shared_state::buffer_bytes && (!s.guard || s.guard->lifted()))
+        s.buffer.resize(shared_state::buffer_bytes);
+}
+
+void start_socket_read(std::shared_ptr<shared_state> s) {
+    make_room(*s);
     s->reading = true;
-    auto* base = s->buffer.data() + s->end;
-    const auto room = s->buffer.size() - s->end;
+    // TLS reads ciphertext aside (as much as the buffer holds, so the guard's small buffer still
+    // bounds an unauthenticated peer); a clear link reads straight into the buffer.
+    if (s->tls && s->cipher_in.size() != s->buffer.size()) s->cipher_in.resize(s->buffer.size());
+    auto* base = s->tls ? s->cipher_in.data() : s->buffer.data() + s->end;
+    const auto room = s->tls ? s->cipher_in.size() : s->buffer.size() - s->end;
     auto& socket = s->socket;
     socket.async_read_some(asio::buffer(base, room), [s = std::move(s)](std::error_code ec, std::size_t n) {
         // The KJ reader runs when this handler ends, not a posted pump later.
         kj_runtime::handler_scope scope;
         s->reading = false;
-        if (s->admit({s->buffer.data() + s->end, n})) {
+        if (s->tls) {
+            s->tls->feed({s->cipher_in.data(), n});
+            if (ec) s->socket_error = ec;
+        } else if (s->admit({s->buffer.data() + s->end, n})) {
             s->end += n;
             if (ec) s->read_error = ec;
         }
-        serve_waiter(s);
+        pump_reads(s);
     });
 }
 
@@ -97,7 +124,7 @@ class buffered_read_adapter {
         : state_(std::move(s)), op_(std::make_shared<buffered_read>()) {
         *op_ = buffered_read{&fulfiller, out, have, min, max};
         state_->waiter = op_;
-        if (!state_->reading) start_buffer_read(state_);
+        pump_reads(state_);
     }
 
     ~buffered_read_adapter() {
@@ -176,6 +203,29 @@ bool shared_state::admit(std::span<const std::uint8_t> bytes) {
     return false;
 }
 
+bool shared_state::decrypt_some() {
+    make_room(*this);
+    const std::size_t n = tls->decrypt(buffer.data() + end, buffer.size() - end);
+    // The handshake or an alert may have left bytes to send, and what Cap'n Proto wrote during the
+    // handshake can be sealed once it is done.
+    flush();
+    if (n > 0) {
+        if (admit({buffer.data() + end, n})) end += n;
+        return true;
+    }
+    if (tls->failed()) {
+        read_error = asio::error::connection_aborted;
+    } else if (tls->closed()) {
+        read_error = asio::error::eof;
+    } else if (socket_error) {
+        read_error = socket_error;  // every byte before the socket's end has been decrypted
+    } else {
+        return false;
+    }
+    begin = end = 0;
+    return true;
+}
+
 std::size_t shared_state::take(std::uint8_t* destination, std::size_t max) noexcept {
     const std::size_t n = std::min(max, end - begin);
     if (n > 0) {
@@ -190,6 +240,7 @@ void shared_state::note_write_failure(std::error_code ec) {
     write_failed = true;
     write_error = ec;
     out.clear();
+    cipher_out.clear();
     if (on_write_failure) on_write_failure->fulfill();
     for (auto& f : drained) f->reject(disconnected(ec, "write to peer"));
     drained.clear();
@@ -197,7 +248,11 @@ void shared_state::note_write_failure(std::error_code ec) {
 
 void shared_state::flush() noexcept {
     flush_wanted = false;
-    if (!sending_async && !out.empty() && !write_failed) send_now();
+    if (tls && !write_failed) seal();
+    if (!sending_async && !wire().empty() && !write_failed) send_now();
+    // A failed TLS session has sent its alert (above, as far as the kernel took it at once) and
+    // writes nothing more.
+    if (tls && tls->failed() && !write_failed) note_write_failure(asio::error::connection_aborted);
     // Writers held back by the high-water mark go on once the output has drained below it.
     if (unsent() < high_water && !drained.empty() && !write_failed) {
         auto waiting = std::move(drained);
@@ -206,31 +261,58 @@ void shared_state::flush() noexcept {
     }
 }
 
+void shared_state::seal() noexcept {
+    // Plaintext waits in `out` until the handshake is done; then each batch becomes records.
+    if (!out.empty() && tls->established()) {
+        sealed_batches.emplace_back(cipher_sealed, requested);
+        if (tls->seal(out)) out.clear();
+    }
+    // After a failure this is the alert that tells the peer why.
+    const std::size_t before = cipher_out.size();
+    tls->take_output(cipher_out);
+    cipher_sealed += cipher_out.size() - before;
+}
+
+void shared_state::note_sent(std::size_t n) noexcept {
+    if (!tls) {
+        written += n;
+        return;
+    }
+    // A batch counts as written once any of its bytes left: the peer may have read its first
+    // records, so only what follows it provably never left.
+    cipher_written += n;
+    while (!sealed_batches.empty() && sealed_batches.front().first < cipher_written) {
+        written = sealed_batches.front().second;
+        sealed_batches.pop_front();
+    }
+}
+
 void shared_state::send_now() noexcept {
     // Nothing else is queued on the socket: try at once, without blocking.
+    auto& bytes = wire();
     std::error_code ec;
-    std::size_t n = socket.write_some(asio::buffer(out), ec);
+    std::size_t n = socket.write_some(asio::buffer(bytes), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
         ec = {};
         n = 0;
     }
-    written += n;
+    note_sent(n);
     if (ec) {
         note_write_failure(ec);
         return;
     }
-    if (n == out.size()) {
-        out.clear();
+    if (n == bytes.size()) {
+        bytes.clear();
         return;
     }
     // The kernel took part of it: the rest becomes an Asio operation.
-    sending.assign(out.begin() + static_cast<std::ptrdiff_t>(n), out.end());
-    out.clear();
+    sending.assign(bytes.begin() + static_cast<std::ptrdiff_t>(n), bytes.end());
+    bytes.clear();
     sending_async = true;
     asio::async_write(
         socket, asio::buffer(sending), [self = shared_from_this()](std::error_code e, std::size_t m) {
             kj_runtime::handler_scope scope;
-            self->written += m;
+            self->note_sent(m);
             self->sending_async = false;
             self->sending.clear();
             if (e) {
@@ -241,11 +323,17 @@ void shared_state::send_now() noexcept {
         });
 }
 
-asio_stream::asio_stream(asio::ip::tcp::socket socket, std::shared_ptr<frame_guard> guard)
-    : state_(std::make_shared<shared_state>(std::move(socket), std::move(guard))) {
+asio_stream::asio_stream(asio::ip::tcp::socket socket,
+                         std::shared_ptr<frame_guard> guard,
+                         std::unique_ptr<tls_session> tls)
+    : state_(std::make_shared<shared_state>(std::move(socket), std::move(guard), std::move(tls))) {
     std::error_code ignored;
     state_->socket.set_option(asio::ip::tcp::no_delay(true), ignored);
     state_->socket.non_blocking(true, ignored);
+    if (state_->tls) {
+        state_->flush();     // a client's hello
+        pump_reads(state_);  // the handshake reads before Cap'n Proto does
+    }
 }
 
 asio_stream::~asio_stream() {
@@ -262,9 +350,10 @@ kj::Promise<size_t> asio_stream::tryRead(void* buffer, size_t min_bytes, size_t 
     if (have >= min_bytes || have == max_bytes) return have;
     if (s.read_error) {
         if (s.read_error == asio::error::eof) return have;
-        return disconnected(s.read_error, "read from peer");
+        return read_failure(s);
     }
-    if (max_bytes - have >= s.buffer.size() && !s.reading) {
+    // Big reads skip the buffer, except with TLS, whose bytes must be decrypted on the way.
+    if (!s.tls && max_bytes - have >= s.buffer.size() && !s.reading) {
         return kj::newAdaptedPromise<size_t, direct_read_adapter>(state_, out, have, min_bytes, max_bytes);
     }
     return kj::newAdaptedPromise<size_t, buffered_read_adapter>(state_, out, have, min_bytes, max_bytes);

@@ -17,6 +17,8 @@
 
 namespace flypg::rpc::detail {
 
+class tls_context;
+
 /// A node as it introduces itself in the handshake.
 struct identity {
     std::string node_id;
@@ -48,6 +50,7 @@ class node_context {
     std::string app_version;
     std::uint32_t protocol_version = 0;
     std::string secret;
+    std::shared_ptr<const tls_context> tls;  // null: clear links
     procedure_registry procedures;
     std::shared_ptr<write_executor> writes;
     log_sink sink;

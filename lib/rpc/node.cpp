@@ -22,6 +22,7 @@
 #include "rpc/peer.hpp"
 #include "rpc/peer_address.hpp"
 #include "rpc/server.hpp"
+#include "rpc/tls.hpp"
 
 namespace flypg::rpc {
 
@@ -909,6 +910,9 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
                 ctx_->log(log_level::warning,
                           "closing the connection from " + address + ": no handshake within " +
                               ms(ctx_->handshake_timeout));
+            } else if (auto tls = conn->tls_failure(); !tls.empty()) {
+                ctx_->log(log_level::warning,
+                          "refused RPC peer " + address + ": it " + ctx_->tls->handshake_failure_text(tls));
             } else if (!conn->refused_message().empty()) {
                 ctx_->log(log_level::warning,
                           "closed the connection from " + address + ": it sent " + conn->refused_message());
@@ -927,6 +931,10 @@ class node_impl : public std::enable_shared_from_this<node_impl> {
         }
         in_handshake.release();
         co_await await_kj(rt, conn->on_disconnect());
+        if (auto tls = conn->tls_failure(); !tls.empty()) {
+            // A record that fails its check was altered on the path (or the peer is broken).
+            ctx_->log(log_level::warning, "closed the connection from " + address + ": TLS: " + tls);
+        }
         (void)self;
     }
 
@@ -1215,6 +1223,38 @@ std::string secret_for(const node_options& options, const std::function<void(con
     return secret;
 }
 
+link_security link_for(const node_options& options, const std::string& secret) {
+    if (options.link) return *options.link;
+    if (auto v = env("FLYPG_RPC_TLS"); v && !v->empty()) {
+        if (*v == "off") return link_security::clear;
+        if (*v == "psk") return link_security::pre_shared_key;
+        if (*v == "certificates") return link_security::certificates;
+        throw_error(errc::invalid_argument,
+                    "FLYPG_RPC_TLS must be off, psk or certificates (got \"" +
+                        flypg::detail::log_safe(*v, 64) + "\")");
+    }
+    return env("FLY_APP_NAME") || secret.empty() ? link_security::clear : link_security::pre_shared_key;
+}
+
+std::shared_ptr<const detail::tls_context> tls_for(const node_options& options, const std::string& secret) {
+    auto file = [](const std::string& set, const char* variable) {
+        if (!set.empty()) return set;
+        return env(variable).value_or(std::string());
+    };
+    switch (link_for(options, secret)) {
+        case link_security::clear:
+            return nullptr;
+        case link_security::pre_shared_key:
+            return detail::tls_context::with_psk(secret);
+        case link_security::certificates:
+            return detail::tls_context::with_certificates(
+                file(options.tls_certificate_file, "FLYPG_RPC_TLS_CERT"),
+                file(options.tls_private_key_file, "FLYPG_RPC_TLS_KEY"),
+                file(options.tls_ca_file, "FLYPG_RPC_TLS_CA"));
+    }
+    return nullptr;
+}
+
 void check_positive(std::chrono::milliseconds d, const char* name) {
     if (d.count() <= 0)
         throw_error(errc::invalid_argument, std::string("node_options::") + name + " must be positive");
@@ -1228,6 +1268,9 @@ node node::create(asio::io_context& io, node_options options) {
     ctx->node_id = detail::hex(detail::random_challenge()).substr(0, 24);
     ctx->sink = options.log ? options.log : stderr_log_sink("flypg rpc [" + ctx->node_id + "]");
     ctx->secret = secret_for(options, [&](const std::string& text) { ctx->log(log_level::warning, text); });
+    ctx->tls = tls_for(options, ctx->secret);
+    ctx->log(log_level::info,
+             "links to peers: " + (ctx->tls ? ctx->tls->description() : std::string("clear (no TLS)")));
     ctx->region_override = options.region;
     ctx->primary_override = options.primary_region;
     if (ctx->region_override && ctx->region_override->empty()) {

@@ -38,7 +38,9 @@ peer_connection::peer_connection(std::shared_ptr<node_context> ctx,
       // A peer that has not proved the secret cannot make this node allocate more than a
       // handshake message either.
       guard_(std::make_shared<frame_guard>(handshake_message_limit)),
-      stream_(std::move(socket), guard_),
+      stream_(std::move(socket),
+              guard_,
+              ctx_->tls ? std::make_unique<tls_session>(ctx_->tls, tls_role::client) : nullptr),
       network_(stream_, capnp::rpc::twoparty::Side::CLIENT, ctx_->reader_options()),
       rpc_(capnp::makeRpcClient(network_)),
       bootstrap_(bootstrap_of(rpc_)),
@@ -63,7 +65,13 @@ asio::awaitable<handshake_failure> peer_connection::handshake(
     hello.setChallenge(data_of(ours));
     auto greeted = co_await await_kj(rt, hello.send(), deadline);
     if (!greeted.ok()) {
+        if (auto tls = stream_.tls_failure(); !tls.empty()) {
+            failure_text_ = "peer " + address_ + " " + ctx_->tls->handshake_failure_text(tls);
+            co_return handshake_failure::unauthenticated;
+        }
         failure_text_ = "hello to " + address_ + " failed: " + describe_failure(greeted);
+        if (stream_.tls_handshaking())
+            failure_text_ += " during the TLS handshake (does the peer use TLS too?)";
         co_return handshake_failure::transport;
     }
     identity claimed = decode(greeted.value->getIdentity());

@@ -54,6 +54,8 @@ class server_connection {
     const connection_state& state() const noexcept { return *state_; }
     /// Why the stream was closed for a message over the handshake's limit, or empty.
     const std::string& refused_message() const noexcept { return state_->guard->why(); }
+    /// Why the TLS handshake or a record failed (a wrong key or certificate, a tampered byte), or empty.
+    std::string tls_failure() const { return stream_.tls_failure(); }
     void close() noexcept { stream_.close(); }
 
   private:

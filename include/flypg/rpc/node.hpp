@@ -21,7 +21,7 @@
 // Environment (each overridable in node_options): FLYPG_CLUSTER_SECRET (required unless FLYPG_ENV=dev),
 // FLY_REGION / MY_REGION / PRIMARY_REGION (re-read on every call), FLYPG_RPC_ADDRESS, FLYPG_RPC_PORT,
 // FLYPG_PEERS=host:port,..., FLY_APP_NAME (on Fly: listen on the private 6PN address and discover
-// peers through <app>.internal).
+// peers through <app>.internal), FLYPG_RPC_TLS, FLYPG_RPC_TLS_CERT, FLYPG_RPC_TLS_KEY, FLYPG_RPC_TLS_CA.
 //
 // Threading: a node and everything it returns belong to the thread that runs its io_context; use
 // them from coroutines on that io_context only.
@@ -79,6 +79,20 @@ enum class secret_policy {
     allow_missing,
 };
 
+/// How the bytes between two nodes are protected. The handshake proves the cluster secret either way;
+/// TLS also keeps SQL text, parameters and results secret and unaltered on the path.
+enum class link_security {
+    /// No TLS. Only where the network between nodes is private and protected already (Fly's
+    /// WireGuard 6PN network).
+    clear,
+    /// TLS 1.3 keyed by the cluster secret (a key derived from it; the key exchange stays
+    /// forward-secret): an encrypted, mutually authenticated link with no files to distribute.
+    pre_shared_key,
+    /// TLS 1.3 with certificates: each node presents tls_certificate_file and accepts only peers
+    /// whose certificate tls_ca_file signed (no host name check: peers are found by address).
+    certificates,
+};
+
 /// Before a peer has completed the handshake (on either side of a connection), a message it
 /// announces larger than this closes the connection as soon as the message's header arrives,
 /// before room for it is allocated: the handshake's messages (a hello, a proof) are far smaller.
@@ -94,6 +108,18 @@ struct node_options {
     /// The cluster secret every node shares. Unset: FLYPG_CLUSTER_SECRET.
     std::optional<std::string> cluster_secret;
     secret_policy secret = secret_policy::required;
+
+    /// How links to peers are protected. Unset: FLYPG_RPC_TLS (`off`, `psk` or `certificates`);
+    /// unset too: clear on Fly (FLY_APP_NAME set: WireGuard protects the private network) and
+    /// where no cluster secret is set (local development), pre_shared_key elsewhere. Every node of
+    /// a cluster must use the same setting: a mismatch fails the handshake, logged on both sides.
+    std::optional<link_security> link;
+    /// PEM files for link_security::certificates. Empty: FLYPG_RPC_TLS_CERT (this node's certificate
+    /// chain), FLYPG_RPC_TLS_KEY (its private key), FLYPG_RPC_TLS_CA (the CA that signs every node's
+    /// certificate). Read once, at create(); a missing or mismatched file fails create().
+    std::string tls_certificate_file;
+    std::string tls_private_key_file;
+    std::string tls_ca_file;
 
     /// This node's region and the primary region. Unset: read from the environment on every call
     /// (see region.hpp). Set them to run several nodes of different regions in one process.

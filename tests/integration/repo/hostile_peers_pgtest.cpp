@@ -131,6 +131,9 @@ std::string send_hello(wire::Bootstrap::Client& bootstrap, kj::WaitScope& wait, 
 class HostilePeers : public ::testing::Test {
   protected:
     static void SetUpTestSuite() {
+        // The attacks aim at the RPC protocol itself, as it runs on a clear link (Fly's private
+        // network); one test repeats the garbage against TLS. Node processes inherit this.
+        ::setenv("FLYPG_RPC_TLS", "off", 1);
         asio::io_context io;
         create_table(io, flypg::test::primary_conninfo(), flypg::test::replica_conninfo());
     }
@@ -169,13 +172,15 @@ class HostilePeers : public ::testing::Test {
         return false;
     }
 
+    void framed_garbage_leaves_the_node_up();
+
     asio::io_context io;
     std::unique_ptr<region_node_process> node;
 };
 
 // Rounds of 50 connections, each sending a well-framed message of random words, while a
 // legitimate node writes through the attacked one the whole time.
-TEST_F(HostilePeers, FramedGarbageBeforeTheHandshakeLeavesTheNodeUp) {
+void HostilePeers::framed_garbage_leaves_the_node_up() {
     start_node();
     const int rounds = long_mode() ? 200 : 10;
     std::atomic<bool> attack_over{false};
@@ -227,6 +232,18 @@ TEST_F(HostilePeers, FramedGarbageBeforeTheHandshakeLeavesTheNodeUp) {
     EXPECT_EQ(closed, rounds * 25);
     EXPECT_GT(writes, 0);
     expect_node_serves_a_forwarded_write();
+}
+
+TEST_F(HostilePeers, FramedGarbageBeforeTheHandshakeLeavesTheNodeUp) {
+    framed_garbage_leaves_the_node_up();
+}
+
+// The same garbage at a node whose links are TLS: OpenSSL refuses it before Cap'n Proto sees it.
+TEST_F(HostilePeers, GarbageAtATlsNodeIsRefusedByTlsAndLeavesTheNodeUp) {
+    ::setenv("FLYPG_RPC_TLS", "psk", 1);
+    framed_garbage_leaves_the_node_up();
+    EXPECT_TRUE(wait_for_log("TLS handshake failed")) << node->log();
+    ::setenv("FLYPG_RPC_TLS", "off", 1);
 }
 
 TEST_F(HostilePeers, AuthenticatedPeersDroppingAtOnceLeaveTheNodeUp) {

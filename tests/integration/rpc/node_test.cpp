@@ -273,8 +273,17 @@ TEST(RpcNode, LocalTransactionInThePrimaryRegion) {
     EXPECT_EQ(lsn, t.db->counters().next_lsn);
 }
 
+// The RPC handshake's own check of the secret, on clear links (Fly's private network); with TLS
+// keyed by the secret, the TLS handshake refuses first (tls_test.cpp).
+void clear_link(node_options& o) {
+    o.link = link_security::clear;
+}
+
 TEST(RpcNode, WrongSecretIsRefusedAndLogged) {
-    two_regions t({}, [](node_options& o) { o.cluster_secret = "another-secret-0123456789abcdef"; });
+    two_regions t(clear_link, [](node_options& o) {
+        clear_link(o);
+        o.cluster_secret = "another-secret-0123456789abcdef";
+    });
     // The primary refuses the replica; the replica sees that the primary does not prove its secret.
     ASSERT_TRUE(t.h.wait_until([&] { return t.h.logs(1).contains("did not prove the cluster secret"); }));
     EXPECT_TRUE(t.replica->peers().empty());
@@ -285,7 +294,8 @@ TEST(RpcNode, WrongSecretIsRefusedAndLogged) {
 TEST(RpcNode, APeerWithoutTheSecretIsRefusedByTheServer) {
     // Both sides in development mode would accept each other; here only the client lacks the
     // secret, so the server logs the refusal.
-    two_regions t({}, [](node_options& o) {
+    two_regions t(clear_link, [](node_options& o) {
+        clear_link(o);
         o.cluster_secret = "";
         o.secret = secret_policy::allow_missing;
     });
