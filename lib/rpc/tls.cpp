@@ -176,6 +176,9 @@ void tls_session::feed(std::span<const std::uint8_t> ciphertext) {
 
 std::size_t tls_session::decrypt(std::uint8_t* out, std::size_t max) {
     if (failed() || closed_) return 0;
+    // Nothing new to work on: OpenSSL would only say so, after allocating its record buffers
+    // (about 50 KiB for a connection that has sent nothing yet).
+    if (BIO_ctrl_pending(SSL_get_rbio(ssl_)) == 0 && SSL_has_pending(ssl_) == 0) return 0;
     ERR_clear_error();
     if (!established_) {
         const int r = SSL_do_handshake(ssl_);

@@ -153,10 +153,12 @@ struct node_options {
     /// with errc::overloaded before they are sent; a peer sending more is disconnected.
     std::size_t max_message_bytes = 16 * 1024 * 1024;
     /// Connections accepted that have not completed the handshake, at most; more are closed as
-    /// soon as they are accepted (logged at most once a second, with a count). Each costs this
-    /// node about 22 KiB (measured with 1,000 idle connections) and at most about 30 KiB until it
-    /// authenticates or its handshake_timeout passes: a 4 KiB read buffer, one message of at most
-    /// handshake_message_limit, and Cap'n Proto's per-connection state.
+    /// soon as they are accepted (logged at most once a second, with a count). On a clear link each
+    /// costs this node about 25 KiB (measured with 250 idle connections) and at most about 30 KiB
+    /// until it authenticates or its handshake_timeout passes: a 4 KiB read buffer, one message of
+    /// at most handshake_message_limit, and Cap'n Proto's per-connection state. With TLS, about
+    /// 39 KiB while it has sent nothing and about 76 KiB while its TLS handshake is partway
+    /// (OpenSSL's record buffers): 256 such connections hold about 20 MiB at most.
     std::size_t max_unauthenticated_connections = 256;
     /// Calls a peer may have running on this node at once; more are answered errc::overloaded
     /// without running. The same limit applies to this node's calls to one peer.
