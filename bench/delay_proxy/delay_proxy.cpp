@@ -7,8 +7,6 @@
 // "listening on 127.0.0.1:6433" (the real port when --listen asks for port 0), and flushes stdout,
 // so a script can wait for that line. SIGINT or SIGTERM stops it. Errors go to stderr, exit 1.
 #include <absl/flags/flag.h>
-#include <absl/flags/parse.h>
-#include <absl/flags/usage.h>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -22,6 +20,7 @@
 #include <exception>
 #include <string>
 
+#include "bench_flags.hpp"
 #include "delay_proxy_core.hpp"
 
 ABSL_FLAG(std::string,
@@ -69,8 +68,11 @@ tcp::endpoint parse_endpoint(asio::io_context& io, const std::string& flag, cons
 }  // namespace
 
 int main(int argc, char** argv) {
-    absl::SetProgramUsageMessage("TCP proxy adding a fixed one-way delay to each direction");
-    absl::ParseCommandLine(argc, argv);
+    flypg::bench::parse_command_line(
+        "TCP proxy adding a fixed one-way delay to each direction\n\n"
+        "  flypg_delay_proxy --listen=127.0.0.1:6000 --target=127.0.0.1:5432 --delay_ms=15",
+        argc,
+        argv);
     try {
         if (absl::GetFlag(FLAGS_target).empty()) throw std::runtime_error("--target is required");
         if (absl::GetFlag(FLAGS_delay_ms) < 0) throw std::runtime_error("--delay_ms must not be negative");

@@ -9,7 +9,6 @@
 //       back from the replica at once, and prints write latency, replication wait and stale reads,
 //       first with the wait (await = yes), then without it (await = no).
 #include <absl/flags/flag.h>
-#include <absl/flags/parse.h>
 #include <absl/strings/str_split.h>
 
 #include <algorithm>
@@ -19,6 +18,7 @@
 #include <cstdio>
 #include <functional>
 
+#include "bench_flags.hpp"
 #include "flypg/repo.hpp"
 #include "flypg/rpc/node.hpp"
 
@@ -229,7 +229,11 @@ int run_workload(asio::io_context& io) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    absl::ParseCommandLine(argc, argv);
+    flypg::bench::parse_command_line(
+        "The two-region demo's workload (scripts/demo starts the cluster, the primary-region node and "
+        "the delay proxies, then runs this)",
+        argc,
+        argv);
     asio::io_context io;
     try {
         return absl::GetFlag(FLAGS_role) == "primary" ? serve(io) : run_workload(io);

@@ -1,6 +1,6 @@
 // PostgreSQL client benchmark: prints figures, asserts nothing.
 //
-//   flypg_pg_bench --conninfo="host=127.0.0.1 port=55432 dbname=flypg user=flypg"
+//   flypg_pg_bench [--conninfo="host=127.0.0.1 port=55432 dbname=flypg user=flypg"]
 //
 // 1. Round trip at concurrency 1: flypg's async query vs synchronous libpq PQexecParams, the
 //    same statement on the same server, interleaved in rounds so machine noise hits both alike.
@@ -9,21 +9,32 @@
 #include <libpq-fe.h>
 
 #include <absl/flags/flag.h>
-#include <absl/flags/parse.h>
 
 #include <algorithm>
 #include <asio.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
+#include "bench_flags.hpp"
 #include "flypg/pg/connection.hpp"
 #include "flypg/pg/pool.hpp"
 
+namespace {
+
+std::string env_or(const char* name, const char* fallback) {
+    const char* value = std::getenv(name);
+    return value != nullptr && *value != '\0' ? value : fallback;
+}
+
+}  // namespace
+
 ABSL_FLAG(std::string,
           conninfo,
-          "host=127.0.0.1 port=55432 dbname=flypg user=flypg",
-          "server to measure against");
+          env_or("FLYPG_TEST_PRIMARY", "host=127.0.0.1 port=55432 dbname=flypg user=flypg"),
+          "server to measure against (default: $FLYPG_TEST_PRIMARY)");
 ABSL_FLAG(int, rounds, 10, "interleaved rounds per comparison");
 ABSL_FLAG(int, queries_per_round, 500, "queries per round in the round-trip comparison");
 
@@ -147,7 +158,11 @@ asio::awaitable<void> run_all(PGconn* sync_conn) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    absl::ParseCommandLine(argc, argv);
+    flypg::bench::parse_command_line(
+        "PostgreSQL client figures: flypg's async query against synchronous libpq, pipelining, pool "
+        "overhead (default server: $FLYPG_TEST_PRIMARY, as scripts/pg-cluster env sets it)",
+        argc,
+        argv);
     PGconn* sync_conn = PQconnectdb(absl::GetFlag(FLAGS_conninfo).c_str());
     if (PQstatus(sync_conn) != CONNECTION_OK) {
         std::fprintf(stderr,

@@ -23,7 +23,6 @@
 #include <malloc.h>
 
 #include <absl/flags/flag.h>
-#include <absl/flags/parse.h>
 
 #include <algorithm>
 #include <asio.hpp>
@@ -40,6 +39,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_flags.hpp"
 #include "flypg/lsn.hpp"
 #include "flypg/pg/connection.hpp"
 #include "flypg/pg/pool.hpp"
@@ -684,7 +684,13 @@ asio::awaitable<void> run_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
-    absl::ParseCommandLine(argc, argv);
+    flypg::bench::parse_command_line(
+        "The replication tracker's wait overhead above an oracle busy-polling the replica, polls per "
+        "second against waiters, memory per waiter and idle queries, on a primary and a streaming "
+        "replica (default: $FLYPG_TEST_PRIMARY and $FLYPG_TEST_REPLICA, as scripts/pg-cluster env "
+        "sets them)",
+        argc,
+        argv);
     asio::io_context io;
     int status = 0;
     asio::co_spawn(io, run_all(), [&](std::exception_ptr e) {
