@@ -19,10 +19,11 @@
 //
 // Modes (database_mode), chosen from the environment unless database_config_options::mode says:
 //
-//   plain_hosts  chosen when FLYPG_PRIMARY_URL is set.
-//                primary: FLYPG_PRIMARY_URL; replica: FLYPG_REPLICA_URL (in the primary region
-//                it defaults to the primary).
-//   fly          chosen when FLY_APP_NAME is set (and FLYPG_PRIMARY_URL is not).
+//   plain_hosts  chosen when FLYPG_PRIMARY_URL or FLYPG_REPLICA_URL is set.
+//                primary: FLYPG_PRIMARY_URL (required in the primary region; outside it, optional:
+//                writes go through a primary-region node); replica: FLYPG_REPLICA_URL (in the
+//                primary region it defaults to the primary).
+//   fly          chosen when FLY_APP_NAME is set (and neither of those is).
 //                primary: DATABASE_URL rewritten as in the primary region (port kept);
 //                replica: DATABASE_URL rewritten for this region (port 5433 outside it).
 //   local        otherwise. primary: DATABASE_URL, in the primary region only; replica: DATABASE_URL.
@@ -112,7 +113,7 @@ std::string rewrite_database_url(std::string url,
 enum class database_mode {
     local,        ///< DATABASE_URL as given: development.
     fly,          ///< DATABASE_URL with fly_postgres's production rewrite.
-    plain_hosts,  ///< FLYPG_PRIMARY_URL and FLYPG_REPLICA_URL: any DNS, any ports, off Fly.
+    plain_hosts,  ///< FLYPG_PRIMARY_URL and/or FLYPG_REPLICA_URL: any DNS, any ports, off Fly.
 };
 
 /// Whether the local database acts as a replica (development).
@@ -135,8 +136,9 @@ struct database_config {
     database_mode mode = database_mode::local;
     std::string my_region;
     std::string primary_region;
-    /// The writable primary. Absent only in local mode outside the primary region, where this node
-    /// has no URL for it (its writes go to a primary-region node).
+    /// The writable primary. Absent only outside the primary region when nothing names it (local
+    /// mode, or plain hosts with FLYPG_REPLICA_URL alone): this node's writes go to a
+    /// primary-region node.
     std::optional<database_url> primary;
     /// The database this node reads from: the replica outside the primary region; in the primary
     /// region the primary itself, unless FLYPG_REPLICA_URL names another database there.

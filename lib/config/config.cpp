@@ -80,21 +80,23 @@ database_config resolve_database_config(const environment_lookup& environment,
     const std::optional<std::string> replica_url = env.get(replica_url_variable);
     if (options.mode) {
         config.mode = *options.mode;
-    } else if (primary_url) {
+    } else if (primary_url || replica_url) {
+        // Either one says "plain hosts"; outside the primary region the replica's is enough (writes
+        // reach the primary through a primary-region node).
         config.mode = database_mode::plain_hosts;
-    } else if (replica_url) {
-        fail(std::string(replica_url_variable) + " is set but " + std::string(primary_url_variable) +
-             " is not: set both (or neither, to use DATABASE_URL)");
     } else {
         config.mode = env.get(fly_app_name_variable) ? database_mode::fly : database_mode::local;
     }
 
     switch (config.mode) {
         case database_mode::plain_hosts: {
-            if (!primary_url)
+            if (primary_url) {
+                config.primary = parse_variable(primary_url_variable, *primary_url);
+            } else if (config.in_primary_region()) {
                 fail(std::string(primary_url_variable) +
-                     " is not set (plain-host mode needs the primary's URL)");
-            config.primary = parse_variable(primary_url_variable, *primary_url);
+                     " is not set; in the primary region it must name the primary (" + region_text(config) +
+                     ")");
+            }
             if (replica_url) {
                 config.replica = parse_variable(replica_url_variable, *replica_url);
             } else if (config.in_primary_region()) {

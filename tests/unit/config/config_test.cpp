@@ -141,9 +141,19 @@ TEST(DatabaseConfig, PlainHostMalformedUrlsNameTheirVariable) {
                 StartsWith("FLYPG_REPLICA_URL: "));
 }
 
-TEST(DatabaseConfig, ReplicaUrlWithoutPrimaryUrlIsAnError) {
-    EXPECT_THAT(resolve_error({{"FLYPG_REPLICA_URL", "postgres://r/app"}}, "ams", "fra"),
-                HasSubstr("FLYPG_PRIMARY_URL"));
+TEST(DatabaseConfig, AReplicaUrlAloneIsPlainHostModeOutsideThePrimaryRegion) {
+    const database_config config = resolve_database_config(
+        environment{{"FLYPG_REPLICA_URL", "postgres://r.example.com/app"}}, "ams", "fra");
+    EXPECT_EQ(config.mode, database_mode::plain_hosts);
+    EXPECT_EQ(config.replica.host, "r.example.com");
+    EXPECT_FALSE(config.primary.has_value());  // writes go through a primary-region node
+}
+
+TEST(DatabaseConfig, ThePrimaryRegionNeedsThePrimaryUrl) {
+    const std::string message = resolve_error({{"FLYPG_REPLICA_URL", "postgres://r/app"}}, "fra", "fra");
+    EXPECT_THAT(message,
+                HasSubstr("FLYPG_PRIMARY_URL is not set; in the primary region it must name the primary"));
+    EXPECT_THAT(message, HasSubstr("\"fra\""));
     database_config_options options;
     options.mode = database_mode::plain_hosts;
     EXPECT_THAT(resolve_error({{"DATABASE_URL", "postgres://h/app"}}, "fra", "fra", options),
