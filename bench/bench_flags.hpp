@@ -8,7 +8,17 @@
 #include <absl/flags/usage_config.h>
 #include <absl/strings/match.h>
 
+#include <cstdlib>
+#include <string>
+
 namespace flypg::bench {
+
+/// The variable's value, or `fallback` when it is unset or empty (the database flags' defaults
+/// come from what `scripts/pg-cluster env` exports).
+inline std::string env_or(const char* name, const char* fallback) {
+    const char* value = std::getenv(name);
+    return value != nullptr && *value != '\0' ? value : fallback;
+}
 
 /// Sets the usage text `--help` prints above the flags, then parses the command line (exits on a
 /// bad flag, or after printing the help).

@@ -14,7 +14,6 @@
 #include <asio.hpp>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -22,18 +21,9 @@
 #include "flypg/pg/connection.hpp"
 #include "flypg/pg/pool.hpp"
 
-namespace {
-
-std::string env_or(const char* name, const char* fallback) {
-    const char* value = std::getenv(name);
-    return value != nullptr && *value != '\0' ? value : fallback;
-}
-
-}  // namespace
-
 ABSL_FLAG(std::string,
           conninfo,
-          env_or("FLYPG_TEST_PRIMARY", "host=127.0.0.1 port=55432 dbname=flypg user=flypg"),
+          flypg::bench::env_or("FLYPG_TEST_PRIMARY", "host=127.0.0.1 port=55432 dbname=flypg user=flypg"),
           "server to measure against (default: $FLYPG_TEST_PRIMARY)");
 ABSL_FLAG(int, rounds, 10, "interleaved rounds per comparison");
 ABSL_FLAG(int, queries_per_round, 500, "queries per round in the round-trip comparison");

@@ -46,22 +46,13 @@
 #include "flypg/replication/pg_replay_source.hpp"
 #include "flypg/replication/tracker.hpp"
 
-namespace {
-
-std::string env_or(const char* name, const char* fallback) {
-    const char* value = std::getenv(name);
-    return value != nullptr && *value != '\0' ? value : fallback;
-}
-
-}  // namespace
-
 ABSL_FLAG(std::string,
           primary,
-          env_or("FLYPG_TEST_PRIMARY", "host=127.0.0.1 port=55432 dbname=flypg user=flypg"),
+          flypg::bench::env_or("FLYPG_TEST_PRIMARY", "host=127.0.0.1 port=55432 dbname=flypg user=flypg"),
           "the primary (default: $FLYPG_TEST_PRIMARY)");
 ABSL_FLAG(std::string,
           replica,
-          env_or("FLYPG_TEST_REPLICA", "host=127.0.0.1 port=55433 dbname=flypg user=flypg"),
+          flypg::bench::env_or("FLYPG_TEST_REPLICA", "host=127.0.0.1 port=55433 dbname=flypg user=flypg"),
           "the replica the tracker watches (default: $FLYPG_TEST_REPLICA)");
 ABSL_FLAG(int, writes, 3000, "writes per overhead measurement");
 ABSL_FLAG(double, seconds, 2.0, "length of each polls-per-second and idle measurement");

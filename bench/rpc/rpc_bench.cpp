@@ -281,25 +281,43 @@ T run_to_completion(asio::io_context& io, asio::awaitable<T> task) {
     return std::move(*out);
 }
 
+// A node of the calling process, running until the object goes (its run() has returned then).
+class running_node {
+  public:
+    running_node(asio::io_context& io, node_options options)
+        : io_(io), node_(node::create(io, std::move(options))) {
+        asio::co_spawn(
+            io, node_.run(), asio::bind_cancellation_slot(stop_.slot(), [this](std::exception_ptr) {
+                finished_ = true;
+            }));
+    }
+    ~running_node() {
+        stop_.emit(asio::cancellation_type::terminal);
+        while (!finished_) io_.run_one();
+    }
+    running_node(const running_node&) = delete;
+    running_node& operator=(const running_node&) = delete;
+    node& get() { return node_; }
+
+  private:
+    asio::io_context& io_;
+    node node_;
+    asio::cancellation_signal stop_;
+    bool finished_ = false;
+};
+
 // Both nodes on one io_context (one thread): the round trip without process wake-ups, i.e. the
 // CPU cost of a call through both halves of flypg, Cap'n Proto and the loopback stack.
 int run_in_process(int calls) {
     asio::io_context io;
     auto server_options = base_options("iad");
     server_options.procedures.add("echo", [](values args) -> asio::awaitable<values> { co_return args; });
-    auto server = node::create(io, std::move(server_options));
+    running_node server(io, std::move(server_options));
     auto client_options = base_options("ord");
     client_options.peers =
-        std::vector<std::string>{"127.0.0.1:" + std::to_string(server.local_endpoint().port())};
-    auto client = node::create(io, std::move(client_options));
-    asio::cancellation_signal stop;
-    int running = 2;
-    asio::cancellation_signal stop_client;
-    asio::co_spawn(
-        io, server.run(), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr) { --running; }));
-    asio::co_spawn(io,
-                   client.run(),
-                   asio::bind_cancellation_slot(stop_client.slot(), [&](std::exception_ptr) { --running; }));
+        std::vector<std::string>{"127.0.0.1:" + std::to_string(server.get().local_endpoint().port())};
+    running_node running_client(io, std::move(client_options));
+    node& client = running_client.get();
     std::vector<double> rtt_us;
     run_to_completion(io, [&]() -> asio::awaitable<bool> {
         co_await client.wait_for_region("iad", std::chrono::seconds(10));
@@ -319,10 +337,6 @@ int run_in_process(int calls) {
         rtt.p50,
         rtt.p90,
         rtt.p99);
-    // Stop both nodes and let their run() return before the io_context goes away.
-    stop.emit(asio::cancellation_type::terminal);
-    stop_client.emit(asio::cancellation_type::terminal);
-    while (running > 0) io.run_one();
     return 0;
 }
 
@@ -403,31 +417,6 @@ void print_ratio(const char* name, const percentiles& flypg, const percentiles& 
     std::printf(
         "  %-44s p50 %5.2f x, p99 %5.2f x\n", name, flypg.p50 / baseline.p50, flypg.p99 / baseline.p99);
 }
-
-// A node of the calling process, running until the object goes (its run() has returned then).
-class running_node {
-  public:
-    running_node(asio::io_context& io, node_options options)
-        : io_(io), node_(node::create(io, std::move(options))) {
-        asio::co_spawn(
-            io, node_.run(), asio::bind_cancellation_slot(stop_.slot(), [this](std::exception_ptr) {
-                finished_ = true;
-            }));
-    }
-    ~running_node() {
-        stop_.emit(asio::cancellation_type::terminal);
-        while (!finished_) io_.run_one();
-    }
-    running_node(const running_node&) = delete;
-    running_node& operator=(const running_node&) = delete;
-    node& get() { return node_; }
-
-  private:
-    asio::io_context& io_;
-    node node_;
-    asio::cancellation_signal stop_;
-    bool finished_ = false;
-};
 
 int run_two_processes(int calls, int rounds, double seconds, int in_flight) {
     // This program again, as each kind of server; each exits when its stdin closes.

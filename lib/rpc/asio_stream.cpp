@@ -205,10 +205,12 @@ bool shared_state::admit(std::span<const std::uint8_t> bytes) {
 
 bool shared_state::decrypt_some() {
     make_room(*this);
+    const bool was_established = tls->established();
     const std::size_t n = tls->decrypt(buffer.data() + end, buffer.size() - end);
     // The handshake or an alert may have left bytes to send, and what Cap'n Proto wrote during the
-    // handshake can be sealed once it is done.
-    flush();
+    // handshake can be sealed once it is done. Application data leaves nothing to send: its reads
+    // do not flush, so the writes of a KJ turn still leave together.
+    if (tls->has_output() || tls->failed() || tls->established() != was_established) flush();
     if (n > 0) {
         if (admit({buffer.data() + end, n})) end += n;
         return true;

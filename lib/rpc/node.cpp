@@ -1225,7 +1225,7 @@ std::string secret_for(const node_options& options, const std::function<void(con
 
 link_security link_for(const node_options& options, const std::string& secret) {
     if (options.link) return *options.link;
-    if (auto v = env("FLYPG_RPC_TLS"); v && !v->empty()) {
+    if (auto v = env("FLYPG_RPC_TLS")) {
         if (*v == "off") return link_security::clear;
         if (*v == "psk") return link_security::pre_shared_key;
         if (*v == "certificates") return link_security::certificates;

@@ -38,9 +38,7 @@ peer_connection::peer_connection(std::shared_ptr<node_context> ctx,
       // A peer that has not proved the secret cannot make this node allocate more than a
       // handshake message either.
       guard_(std::make_shared<frame_guard>(handshake_message_limit)),
-      stream_(std::move(socket),
-              guard_,
-              ctx_->tls ? std::make_unique<tls_session>(ctx_->tls, tls_role::client) : nullptr),
+      stream_(std::move(socket), guard_, make_tls_session(ctx_->tls, tls_role::client)),
       network_(stream_, capnp::rpc::twoparty::Side::CLIENT, ctx_->reader_options()),
       rpc_(capnp::makeRpcClient(network_)),
       bootstrap_(bootstrap_of(rpc_)),

@@ -547,7 +547,7 @@ server_connection::server_connection(std::shared_ptr<node_context> ctx,
       refused_(nullptr),
       stream_(std::move(socket),
               state_->guard = std::make_shared<frame_guard>(handshake_message_limit),
-              ctx->tls ? std::make_unique<tls_session>(ctx->tls, tls_role::server) : nullptr),
+              make_tls_session(ctx->tls, tls_role::server)),
       network_(stream_, capnp::rpc::twoparty::Side::SERVER, ctx->reader_options()),
       rpc_(capnp::makeRpcServer(network_, kj::heap<bootstrap_server>(state_))) {
     state_->ctx = std::move(ctx);

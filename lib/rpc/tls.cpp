@@ -217,6 +217,10 @@ bool tls_session::seal(std::span<const std::uint8_t> plaintext) {
     return true;
 }
 
+bool tls_session::has_output() const noexcept {
+    return BIO_ctrl_pending(SSL_get_wbio(ssl_)) > 0;
+}
+
 void tls_session::take_output(std::vector<std::uint8_t>& out) {
     BIO* wbio = SSL_get_wbio(ssl_);
     const std::size_t pending = BIO_ctrl_pending(wbio);

@@ -81,6 +81,8 @@ class tls_session {
     /// Appends the ciphertext waiting to be sent (handshake messages, records, alerts) to `out`.
     void take_output(std::vector<std::uint8_t>& out);
 
+    /// Ciphertext is waiting for take_output().
+    bool has_output() const noexcept;
     bool established() const noexcept { return established_; }
     bool closed() const noexcept { return closed_; }  ///< the peer sent close_notify
     bool failed() const noexcept { return !failure_.empty(); }
@@ -96,5 +98,11 @@ class tls_session {
     bool closed_ = false;
     std::string failure_;
 };
+
+/// A session for one connection of a node whose links use `context`; null on clear links.
+inline std::unique_ptr<tls_session> make_tls_session(const std::shared_ptr<const tls_context>& context,
+                                                     tls_role role) {
+    return context ? std::make_unique<tls_session>(context, role) : nullptr;
+}
 
 }  // namespace flypg::rpc::detail
